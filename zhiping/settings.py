@@ -1,0 +1,32 @@
+"""Settings from the environment (prefix ``ZHIPING_``); nothing is hard-coded to a host."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHIPING_", env_file=".env", extra="ignore")
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "zhiping"
+    database_url: str = f"sqlite+aiosqlite:///{DATA_DIR}/zhiping.db"
+    person_key_secret: SecretStr = SecretStr("zhiping-dev-secret-change-me-in-production")
+    notification_channel: str = "log"
+    """Where notifications go after the outbox: ``log`` (the default) or ``none``."""
+    data_dir: Path = DATA_DIR
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+__all__ = ["Settings", "get_settings"]
