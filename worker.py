@@ -1,0 +1,60 @@
+"""The Temporal worker process: registers the workflows and activities, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import Database, ZhipingActivities, channel_from_name
+from workflows import WORKFLOWS
+from zhiping.client import connect
+from zhiping.settings import Settings, get_settings
+
+
+def build_worker(
+    client: Client, activities: ZhipingActivities, task_queue: str, **options: object
+) -> Worker:
+    """A worker for every zhiping workflow and activity on ``task_queue``."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities.all(),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM), then drain gracefully."""
+    db = Database.from_url(settings.database_url)
+    await db.create_schema()
+    client = await connect(settings)
+    activities = ZhipingActivities(db, channel_from_name(settings.notification_channel))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            pass
+    worker = build_worker(client, activities, settings.task_queue)
+    async with worker:
+        logging.getLogger("zhiping.worker").info(
+            "worker polling task queue %s at %s", settings.task_queue, settings.temporal_address
+        )
+        await stop.wait()
+    await db.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()
