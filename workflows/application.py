@@ -432,6 +432,7 @@ class ApplicationWorkflow:
                 f"reminder.{'submission_cutoff' if due.kind == 'submission_cutoff' else 'fee_deadline'}",
                 deadline=_fmt(due.deadline),
                 time_left=_time_left(due.deadline - self._now()),
+                amount=str(self._inp.policy.fee_for(self._inp.level)),
             )
             return
         trigger = {
@@ -493,9 +494,15 @@ class ApplicationWorkflow:
         deadlines = self._lifecycle.pending_deadlines()
         if deadlines:
             params["deadline"] = _fmt(deadlines[0].at)
+        elif entry.dest is State.abandoned:
+            params["deadline"] = _fmt(record.deadlines.submission_cutoff)
+        elif entry.dest is State.lapsed:
+            params["deadline"] = _fmt(record.deadlines.fee_deadline)
         if record.defense is not None:
             params["place"] = record.defense.place
             params["defense_at"] = _fmt(record.defense.at)
+            if entry.trigger == "schedule_defense":
+                params["deadline"] = _fmt(record.defense.at)
         return params
 
     def _notify(self, what: str, template: str, **params: str) -> None:

@@ -1,0 +1,123 @@
+"""Shared fixtures: the real Temporal time-skipping test server and a real SQLite database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import Database, ZhipingActivities
+from activities.notifications import NullChannel
+from models.clock import CycleClock
+from models.commands import ApplicationStatus, StartApplication, application_workflow_id
+from models.identity import person_key
+from models.policy import CyclePolicy, Level, load_policy
+from worker import build_worker
+from workflows import ApplicationWorkflow
+from zhiping.binaries import find_binary
+
+SECRET = b"test-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def policy() -> CyclePolicy:
+    return load_policy("2024-aksu-party-school")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/zhiping.db")
+    await database.create_schema()
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@asynccontextmanager
+async def new_worker(
+    client: Client, db: Database, activities: ZhipingActivities | None = None
+) -> AsyncIterator[Worker]:
+    """A worker on a fresh task queue, so tests never steal each other's tasks."""
+    worker = build_worker(
+        client, activities or ZhipingActivities(db, NullChannel()), f"test-{uuid.uuid4()}"
+    )
+    async with worker:
+        yield worker
+
+
+class Harness:
+    """Starts applications on the time-skipping server with the cycle clock anchored."""
+
+    def __init__(self, env: WorkflowEnvironment, worker: Worker, policy: CyclePolicy) -> None:
+        self.env = env
+        self.worker = worker
+        self.policy = policy
+        self.clock: CycleClock | None = None
+
+    async def anchor(self, business_now: datetime) -> None:
+        """From now on, Temporal's current time stands for ``business_now``."""
+        real_now = await self.env.get_current_time()
+        self.clock = CycleClock.rehearse(business_now, real_now)
+
+    async def business_now(self) -> datetime:
+        assert self.clock is not None
+        return self.clock.business_time(await self.env.get_current_time())
+
+    async def sleep_until(self, business: datetime) -> None:
+        """Skip time until the business clock reads ``business``."""
+        delta = business - await self.business_now()
+        if delta > timedelta(0):
+            await self.env.sleep(delta)
+
+    async def start(
+        self,
+        application_id: str | None = None,
+        level: Level = Level.intermediate,
+        id_number: str = "653001198001010011",
+        policy: CyclePolicy | None = None,
+    ) -> WorkflowHandle[ApplicationWorkflow, ApplicationStatus]:
+        assert self.clock is not None, "call anchor() first"
+        policy = policy or self.policy
+        application_id = application_id or f"A{uuid.uuid4().hex[:10]}"
+        return await self.env.client.start_workflow(
+            ApplicationWorkflow.run,
+            StartApplication(
+                application_id=application_id,
+                level=level,
+                policy=policy,
+                person_key=person_key(id_number, SECRET),
+                clock=self.clock,
+            ),
+            id=application_workflow_id(policy.cycle_id, application_id),
+            task_queue=self.worker.task_queue,
+        )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def harness(
+    env: WorkflowEnvironment, db: Database, policy: CyclePolicy
+) -> AsyncIterator[Harness]:
+    async with new_worker(env.client, db) as worker:
+        yield Harness(env, worker, policy)
