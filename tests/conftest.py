@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -33,8 +36,10 @@ def policy() -> CyclePolicy:
     return load_policy("2024-aksu-party-school")
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh time-skipping server per test: its one global clock only moves forward,
+    and a lock one test leaks must not stall the next."""
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -75,6 +80,7 @@ class Harness:
         self.worker = worker
         self.policy = policy
         self.clock: CycleClock | None = None
+        self.handles: list[WorkflowHandle[ApplicationWorkflow, ApplicationStatus]] = []
 
     async def anchor(self, business_now: datetime) -> None:
         """From now on, Temporal's current time stands for ``business_now``."""
@@ -101,7 +107,7 @@ class Harness:
         assert self.clock is not None, "call anchor() first"
         policy = policy or self.policy
         application_id = application_id or f"A{uuid.uuid4().hex[:10]}"
-        return await self.env.client.start_workflow(
+        handle = await self.env.client.start_workflow(
             ApplicationWorkflow.run,
             StartApplication(
                 application_id=application_id,
@@ -113,6 +119,25 @@ class Harness:
             id=application_workflow_id(policy.cycle_id, application_id),
             task_queue=self.worker.task_queue,
         )
+        self.handles.append(handle)
+        return handle
+
+    async def close(self) -> None:
+        """Terminate what a test left running, once its activities are done.
+
+        The test server keeps time skipping locked for an activity that was started and
+        never completed, which would stall every later test's time skip.
+        """
+        for handle in self.handles:
+            for _ in range(100):
+                description = await handle.describe()
+                if description.status != WorkflowExecutionStatus.RUNNING:
+                    break
+                if not description.raw_description.pending_activities:
+                    with contextlib.suppress(RPCError):  # it may have just completed
+                        await handle.terminate("test finished")
+                    break
+                await asyncio.sleep(0.05)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -120,4 +145,8 @@ async def harness(
     env: WorkflowEnvironment, db: Database, policy: CyclePolicy
 ) -> AsyncIterator[Harness]:
     async with new_worker(env.client, db) as worker:
-        yield Harness(env, worker, policy)
+        harness = Harness(env, worker, policy)
+        try:
+            yield harness
+        finally:
+            await harness.close()
