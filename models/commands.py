@@ -29,7 +29,9 @@ class StartApplication(BaseModel):
     application_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     level: Level
     policy: CyclePolicy
-    person_key: str = Field(min_length=16, description="keyed hash of the ID number, never the number")
+    person_key: str = Field(
+        min_length=16, description="keyed hash of the ID number, never the number"
+    )
     created_by: str = "platform"
     clock: CycleClock = Field(default_factory=CycleClock)
 
@@ -118,8 +120,9 @@ class DeadlineChange(BaseModel):
     actor: str = "ops"
 
     def changes(self) -> dict[str, datetime]:
-        return self.model_dump(include={"submission_cutoff", "review_ends", "fee_deadline"},
-                               exclude_none=True)
+        return self.model_dump(
+            include={"submission_cutoff", "review_ends", "fee_deadline"}, exclude_none=True
+        )
 
 
 class ApplicationStatus(BaseModel):

@@ -243,7 +243,9 @@ class Lifecycle:
 
     def allowed_actions(self) -> list[str]:
         """Triggers a person may try now (their rule guards may still refuse)."""
-        triggers = [t for t in self._machine.get_triggers(self.state) if t not in AUTOMATIC_TRIGGERS]
+        triggers = [
+            t for t in self._machine.get_triggers(self.state) if t not in AUTOMATIC_TRIGGERS
+        ]
         if not self.current.final:
             triggers.append("change_deadlines")
         return triggers
@@ -268,20 +270,41 @@ class Lifecycle:
         r, d = self.record, self.record.deadlines
         found: list[PendingDeadline] = []
         if self.current is State.draft:
-            found.append(PendingDeadline(kind="submission_cutoff", at=d.submission_cutoff,
-                                         label="首次提交截止", automatic=True))
+            found.append(
+                PendingDeadline(
+                    kind="submission_cutoff",
+                    at=d.submission_cutoff,
+                    label="首次提交截止",
+                    automatic=True,
+                )
+            )
         elif self.current is State.returned and r.returned_at is not None:
-            found.append(PendingDeadline(kind="resubmission", at=self.resubmission_deadline(),
-                                         label="退回后重新提交截止", automatic=True))
+            found.append(
+                PendingDeadline(
+                    kind="resubmission",
+                    at=self.resubmission_deadline(),
+                    label="退回后重新提交截止",
+                    automatic=True,
+                )
+            )
         elif self.current is State.under_review:
-            found.append(PendingDeadline(kind="review_due", at=d.review_ends,
-                                         label="评委会审核截止", automatic=False))
+            found.append(
+                PendingDeadline(
+                    kind="review_due", at=d.review_ends, label="评委会审核截止", automatic=False
+                )
+            )
         elif self.current is State.fee_due:
-            found.append(PendingDeadline(kind="fee", at=d.fee_deadline,
-                                         label="评审费缴费截止", automatic=True))
+            found.append(
+                PendingDeadline(
+                    kind="fee", at=d.fee_deadline, label="评审费缴费截止", automatic=True
+                )
+            )
         elif self.current is State.publicity and r.publicity_ends is not None:
-            found.append(PendingDeadline(kind="publicity_end", at=r.publicity_ends,
-                                         label="公示期满", automatic=True))
+            found.append(
+                PendingDeadline(
+                    kind="publicity_end", at=r.publicity_ends, label="公示期满", automatic=True
+                )
+            )
         return found
 
     def created(self, move: Move) -> HistoryEntry:
@@ -300,7 +323,9 @@ class Lifecycle:
 
     def check_deadline_change(self, changes: dict[str, datetime]) -> None:
         if self.current.final:
-            raise TransitionNotAllowed("change_deadlines", self.current.label, self._allowed_labels())
+            raise TransitionNotAllowed(
+                "change_deadlines", self.current.label, self._allowed_labels()
+            )
         if not changes:
             raise DomainError("NO_DEADLINE_CHANGE", "未指定要延长的截止时间")
         for name, new in changes.items():
@@ -340,7 +365,9 @@ class Lifecycle:
         move = _move(event)
         d = self.record.deadlines
         if move.now < d.window_opens:
-            raise DomainError("WINDOW_NOT_OPEN", f"申报尚未开始：申报时间自 {_fmt(d.window_opens)} 起")
+            raise DomainError(
+                "WINDOW_NOT_OPEN", f"申报尚未开始：申报时间自 {_fmt(d.window_opens)} 起"
+            )
         if move.now >= d.submission_cutoff:
             raise DomainError(
                 "SUBMISSION_CUTOFF_PASSED",
@@ -364,7 +391,8 @@ class Lifecycle:
         if blocking:
             raise DomainError(
                 "PRECHECKS_FAILED",
-                "申报材料未通过提交前检查，本次提交未计入提交次数：" + "；".join(f.message for f in blocking),
+                "申报材料未通过提交前检查，本次提交未计入提交次数："
+                + "；".join(f.message for f in blocking),
                 findings=[f.model_dump(mode="json") for f in blocking],
             )
         return True
@@ -416,7 +444,9 @@ class Lifecycle:
     def objection_open(self, event: EventData) -> bool:
         """An objection is resolved once, and only one that was filed."""
         objection_id = _move(event).objection_id
-        if not any(o.objection_id == objection_id and o.upheld is None for o in self.record.objections):
+        if not any(
+            o.objection_id == objection_id and o.upheld is None for o in self.record.objections
+        ):
             raise DomainError("OBJECTION_NOT_OPEN", f"没有待办结的异议（编号 {objection_id}）")
         return True
 
@@ -452,7 +482,10 @@ class Lifecycle:
 
     def defense_required(self, event: EventData) -> bool:
         """Rule 4: senior levels take the defense unless ops recorded an exemption."""
-        return self.policy.defense_required(self.record.level) and self.record.defense_exemption is None
+        return (
+            self.policy.defense_required(self.record.level)
+            and self.record.defense_exemption is None
+        )
 
     def passed(self, event: EventData) -> bool:
         return _move(event).passed is True
@@ -505,6 +538,7 @@ class Lifecycle:
                 objection.resolved_at = move.now
 
     def _record_history(self, event: EventData) -> None:
+        assert event.transition is not None
         self.record.state = State(self.state)
         self._append_history(event.event.name, State(event.transition.source), _move(event))
 
@@ -533,71 +567,181 @@ class Lifecycle:
         return [f"{t}（{ACTION_LABELS.get(t, t)}）" for t in self.allowed_actions()]
 
 
-
 _ANY_ACTIVE = [s.value for s in ACTIVE_STATES]
 _PRE_DEFENSE = ["draft", "under_review", "returned", "accepted", "fee_due"]
 
 _TRANSITIONS: list[dict[str, Any]] = [
     # §3(一), rules 8–16: first submission.
-    {"trigger": "submit", "source": "draft", "dest": "under_review",
-     "conditions": ["before_submission_cutoff", "no_blocking_findings"], "before": "_on_submit"},
+    {
+        "trigger": "submit",
+        "source": "draft",
+        "dest": "under_review",
+        "conditions": ["before_submission_cutoff", "no_blocking_findings"],
+        "before": "_on_submit",
+    },
     # §4.1.1: resubmission within the window.
-    {"trigger": "submit", "source": "returned", "dest": "under_review",
-     "conditions": ["within_resubmission_window", "no_blocking_findings"], "before": "_on_submit"},
+    {
+        "trigger": "submit",
+        "source": "returned",
+        "dest": "under_review",
+        "conditions": ["within_resubmission_window", "no_blocking_findings"],
+        "before": "_on_submit",
+    },
     {"trigger": "refuse_banned", "source": "draft", "dest": "rejected"},
-    {"trigger": "expire_cutoff", "source": "draft", "dest": "abandoned",
-     "conditions": ["submission_cutoff_reached"]},
-    {"trigger": "return_for_revision", "source": "under_review", "dest": "returned",
-     "conditions": ["reason_given", "submissions_remaining"], "before": "_on_return"},
-    {"trigger": "return_for_revision", "source": "under_review", "dest": "rejected",
-     "conditions": ["reason_given"], "unless": ["submissions_remaining"]},
-    {"trigger": "expire_resubmission", "source": "returned", "dest": "rejected",
-     "conditions": ["resubmission_window_closed"]},
+    {
+        "trigger": "expire_cutoff",
+        "source": "draft",
+        "dest": "abandoned",
+        "conditions": ["submission_cutoff_reached"],
+    },
+    {
+        "trigger": "return_for_revision",
+        "source": "under_review",
+        "dest": "returned",
+        "conditions": ["reason_given", "submissions_remaining"],
+        "before": "_on_return",
+    },
+    {
+        "trigger": "return_for_revision",
+        "source": "under_review",
+        "dest": "rejected",
+        "conditions": ["reason_given"],
+        "unless": ["submissions_remaining"],
+    },
+    {
+        "trigger": "expire_resubmission",
+        "source": "returned",
+        "dest": "rejected",
+        "conditions": ["resubmission_window_closed"],
+    },
     {"trigger": "accept", "source": "under_review", "dest": "accepted"},
     {"trigger": "open_fee", "source": "accepted", "dest": "fee_due"},
     # §4(六), §3(三): exact fee before the deadline.
-    {"trigger": "record_payment", "source": "fee_due", "dest": "paid",
-     "conditions": ["exact_fee_amount", "before_fee_deadline"], "before": "_on_payment"},
-    {"trigger": "expire_fee", "source": "fee_due", "dest": "lapsed",
-     "conditions": ["fee_deadline_reached"]},
+    {
+        "trigger": "record_payment",
+        "source": "fee_due",
+        "dest": "paid",
+        "conditions": ["exact_fee_amount", "before_fee_deadline"],
+        "before": "_on_payment",
+    },
+    {
+        "trigger": "expire_fee",
+        "source": "fee_due",
+        "dest": "lapsed",
+        "conditions": ["fee_deadline_reached"],
+    },
     # §4(四): defense for senior levels, unless exempted.
-    {"trigger": "route_after_payment", "source": "paid", "dest": "defense_pending",
-     "conditions": ["defense_required"]},
-    {"trigger": "route_after_payment", "source": "paid", "dest": "awaiting_meeting",
-     "unless": ["defense_required"]},
-    {"trigger": "exempt_from_defense", "source": _PRE_DEFENSE, "dest": None,
-     "conditions": ["level_takes_defense"], "before": "_on_exemption"},
-    {"trigger": "exempt_from_defense", "source": "defense_pending", "dest": "awaiting_meeting",
-     "conditions": ["level_takes_defense"], "before": "_on_exemption"},
-    {"trigger": "schedule_defense", "source": "defense_pending", "dest": None,
-     "before": "_on_defense_scheduled"},
-    {"trigger": "record_defense_result", "source": "defense_pending", "dest": "awaiting_meeting",
-     "conditions": ["defense_scheduled", "passed"], "before": "_on_defense_result"},
-    {"trigger": "record_defense_result", "source": "defense_pending", "dest": "not_approved",
-     "conditions": ["defense_scheduled"], "unless": ["passed"], "before": "_on_defense_result"},
+    {
+        "trigger": "route_after_payment",
+        "source": "paid",
+        "dest": "defense_pending",
+        "conditions": ["defense_required"],
+    },
+    {
+        "trigger": "route_after_payment",
+        "source": "paid",
+        "dest": "awaiting_meeting",
+        "unless": ["defense_required"],
+    },
+    {
+        "trigger": "exempt_from_defense",
+        "source": _PRE_DEFENSE,
+        "dest": None,
+        "conditions": ["level_takes_defense"],
+        "before": "_on_exemption",
+    },
+    {
+        "trigger": "exempt_from_defense",
+        "source": "defense_pending",
+        "dest": "awaiting_meeting",
+        "conditions": ["level_takes_defense"],
+        "before": "_on_exemption",
+    },
+    {
+        "trigger": "schedule_defense",
+        "source": "defense_pending",
+        "dest": None,
+        "before": "_on_defense_scheduled",
+    },
+    {
+        "trigger": "record_defense_result",
+        "source": "defense_pending",
+        "dest": "awaiting_meeting",
+        "conditions": ["defense_scheduled", "passed"],
+        "before": "_on_defense_result",
+    },
+    {
+        "trigger": "record_defense_result",
+        "source": "defense_pending",
+        "dest": "not_approved",
+        "conditions": ["defense_scheduled"],
+        "unless": ["passed"],
+        "before": "_on_defense_result",
+    },
     # §3(四), §4(七): the evaluation meeting and the publicity.
-    {"trigger": "enter_meeting", "source": "awaiting_meeting", "dest": "in_meeting",
-     "before": "_on_enter_meeting"},
-    {"trigger": "record_meeting_result", "source": "in_meeting", "dest": "publicity",
-     "conditions": ["passed", "publicity_end_known"], "before": "_on_publicity"},
-    {"trigger": "record_meeting_result", "source": "in_meeting", "dest": "not_approved",
-     "unless": ["passed"]},
-    {"trigger": "end_publicity", "source": "publicity", "dest": "approved",
-     "conditions": ["publicity_period_ended"]},
-    {"trigger": "file_objection", "source": "publicity", "dest": "under_investigation",
-     "conditions": ["objection_within_publicity"], "before": "_on_objection"},
-    {"trigger": "resolve_objection", "source": "under_investigation", "dest": "disqualified",
-     "conditions": ["objection_open", "reason_given", "upheld"], "before": "_on_resolution"},
-    {"trigger": "resolve_objection", "source": "under_investigation", "dest": "approved",
-     "conditions": ["objection_open", "reason_given", "publicity_period_ended"],
-     "unless": ["upheld"], "before": "_on_resolution"},
-    {"trigger": "resolve_objection", "source": "under_investigation", "dest": "publicity",
-     "conditions": ["objection_open", "reason_given"],
-     "unless": ["upheld", "publicity_period_ended"], "before": "_on_resolution"},
+    {
+        "trigger": "enter_meeting",
+        "source": "awaiting_meeting",
+        "dest": "in_meeting",
+        "before": "_on_enter_meeting",
+    },
+    {
+        "trigger": "record_meeting_result",
+        "source": "in_meeting",
+        "dest": "publicity",
+        "conditions": ["passed", "publicity_end_known"],
+        "before": "_on_publicity",
+    },
+    {
+        "trigger": "record_meeting_result",
+        "source": "in_meeting",
+        "dest": "not_approved",
+        "unless": ["passed"],
+    },
+    {
+        "trigger": "end_publicity",
+        "source": "publicity",
+        "dest": "approved",
+        "conditions": ["publicity_period_ended"],
+    },
+    {
+        "trigger": "file_objection",
+        "source": "publicity",
+        "dest": "under_investigation",
+        "conditions": ["objection_within_publicity"],
+        "before": "_on_objection",
+    },
+    {
+        "trigger": "resolve_objection",
+        "source": "under_investigation",
+        "dest": "disqualified",
+        "conditions": ["objection_open", "reason_given", "upheld"],
+        "before": "_on_resolution",
+    },
+    {
+        "trigger": "resolve_objection",
+        "source": "under_investigation",
+        "dest": "approved",
+        "conditions": ["objection_open", "reason_given", "publicity_period_ended"],
+        "unless": ["upheld"],
+        "before": "_on_resolution",
+    },
+    {
+        "trigger": "resolve_objection",
+        "source": "under_investigation",
+        "dest": "publicity",
+        "conditions": ["objection_open", "reason_given"],
+        "unless": ["upheld", "publicity_period_ended"],
+        "before": "_on_resolution",
+    },
     # Any time: the applicant withdraws; fraud disqualifies (附件3).
     {"trigger": "withdraw", "source": _ANY_ACTIVE, "dest": "withdrawn"},
-    {"trigger": "disqualify", "source": [s.value for s in State if s is not State.disqualified],
-     "dest": "disqualified", "conditions": ["reason_given"]},
+    {
+        "trigger": "disqualify",
+        "source": [s.value for s in State if s is not State.disqualified],
+        "dest": "disqualified",
+        "conditions": ["reason_given"],
+    },
 ]
 
 

@@ -43,9 +43,12 @@ class Level(StrEnum):
 
     @property
     def label(self) -> str:
-        return {"junior": "初级", "intermediate": "中级", "deputy_senior": "副高级", "senior": "正高级"}[
-            self.value
-        ]
+        return {
+            "junior": "初级",
+            "intermediate": "中级",
+            "deputy_senior": "副高级",
+            "senior": "正高级",
+        }[self.value]
 
 
 def _aware(value: datetime) -> datetime:

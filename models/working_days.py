@@ -49,9 +49,7 @@ def count_working_days(first: date, last: date, overrides: Sequence[CalendarOver
     return days
 
 
-def add_working_days(
-    start: date, count: int, overrides: Sequence[CalendarOverride] = ()
-) -> date:
+def add_working_days(start: date, count: int, overrides: Sequence[CalendarOverride] = ()) -> date:
     """The ``count``-th working day after ``start`` (``start`` itself not counted)."""
     if count < 1:
         raise ValueError("count must be at least 1")

@@ -21,7 +21,7 @@ harmless.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -140,13 +140,13 @@ class ApplicationWorkflow:
             due = self._next_due()
             seen = self._version
             if due is None:
-                await workflow.wait_condition(lambda: self._version != seen)
+                await workflow.wait_condition(self._changed_since(seen))
                 continue
             now = self._now()
             if due.at > now:
                 try:
                     await workflow.wait_condition(
-                        lambda: self._version != seen,
+                        self._changed_since(seen),
                         timeout=self._inp.clock.real_delay(due.at - now),
                     )
                     continue
@@ -157,6 +157,9 @@ class ApplicationWorkflow:
 
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
+
+    def _changed_since(self, version: int) -> Callable[[], bool]:
+        return lambda: self._version != version
 
     # -- query ------------------------------------------------------------------------------
 
@@ -335,7 +338,10 @@ class ApplicationWorkflow:
 
     def _payment_move(self, inp: PaymentInput) -> Move:
         payment = Payment(
-            transaction_id=inp.transaction_id, amount=inp.amount, channel=inp.channel, at=self._now()
+            transaction_id=inp.transaction_id,
+            amount=inp.amount,
+            channel=inp.channel,
+            at=self._now(),
         )
         return self._move(inp, f"交易号 {inp.transaction_id}", payment=payment)
 
@@ -353,17 +359,24 @@ class ApplicationWorkflow:
         return True
 
     def _defense_move(self, inp: DefenseSchedule) -> Move:
-        session = DefenseSession(session_id=inp.session_id, at=inp.at, place=inp.place, panel=inp.panel)
+        session = DefenseSession(
+            session_id=inp.session_id, at=inp.at, place=inp.place, panel=inp.panel
+        )
         return self._move(inp, f"答辩 {_fmt(inp.at)} {inp.place}", defense=session)
 
     def _meeting_result_move(self, inp: MeetingResult) -> Move:
-        votes = f"（赞成 {inp.votes_for}/{inp.experts_present}）" if inp.votes_for is not None else ""
+        votes = (
+            f"（赞成 {inp.votes_for}/{inp.experts_present}）" if inp.votes_for is not None else ""
+        )
         reason = ("评审通过" if inp.passed else "评审未通过") + votes
         return self._move(inp, reason, passed=inp.passed, meeting_id=inp.meeting_id)
 
     def _objection_move(self, inp: ObjectionInput) -> Move:
         objection = Objection(
-            objection_id=inp.objection_id, summary=inp.summary, filed_at=self._now(), filed_by=inp.actor
+            objection_id=inp.objection_id,
+            summary=inp.summary,
+            filed_at=self._now(),
+            filed_by=inp.actor,
         )
         return self._move(inp, inp.summary, objection=objection)
 
@@ -386,7 +399,9 @@ class ApplicationWorkflow:
         return self.status()
 
     def _fire_system(self, trigger: str, reason: str | None = None) -> None:
-        for entry in self._lifecycle.fire(trigger, Move(now=self._now(), actor="system", reason=reason)):
+        for entry in self._lifecycle.fire(
+            trigger, Move(now=self._now(), actor="system", reason=reason)
+        ):
             self._record(entry)
 
     def _bar_person(self, reason: str) -> None:
@@ -419,7 +434,10 @@ class ApplicationWorkflow:
                 continue
             for offset in self._inp.policy.reminder_offsets:
                 at = deadline.at - offset
-                if at >= entered and self._reminder_key(deadline.kind, deadline.at, offset) not in self._reminded:
+                if (
+                    at >= entered
+                    and self._reminder_key(deadline.kind, deadline.at, offset) not in self._reminded
+                ):
                     candidates.append(_Due(at, deadline.kind, deadline.at, offset))
         return min(candidates, key=lambda due: due.at, default=None)
 

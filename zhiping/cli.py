@@ -16,7 +16,9 @@ from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
 from zhiping.stack import describe_transition, embedded_stack, follow_transitions
 
-app = typer.Typer(help="职评 zhiping：职称评审全流程自动化（Temporal 工作流）", no_args_is_help=True)
+app = typer.Typer(
+    help="职评 zhiping：职称评审全流程自动化（Temporal 工作流）", no_args_is_help=True
+)
 console = Console(soft_wrap=True)
 
 
@@ -26,7 +28,9 @@ def _print_transition(row: TransitionLog) -> None:
 
 async def _up(settings: Settings, ui_port: int) -> None:
     async with embedded_stack(settings, ui_port=ui_port):
-        console.print(f"Temporal 开发服务器：{settings.temporal_address}（数据：{settings.data_dir / 'temporal.db'}）")
+        console.print(
+            f"Temporal 开发服务器：{settings.temporal_address}（数据：{settings.data_dir / 'temporal.db'}）"
+        )
         console.print(f"Temporal UI：http://127.0.0.1:{ui_port}")
         console.print(f"工作进程：任务队列 {settings.task_queue}；读模型：{settings.database_url}")
         console.print("按 Ctrl-C 停止。以下为实时状态变更：")
@@ -52,8 +56,11 @@ async def _demo(settings: Settings, ui_port: int) -> None:
         table.add_column(column)
     for status in results:
         table.add_row(
-            status.application_id, status.level.label, status.state_label,
-            str(status.submission_round), "是" if status.fee_paid else "否",
+            status.application_id,
+            status.level.label,
+            status.state_label,
+            str(status.submission_round),
+            "是" if status.fee_paid else "否",
         )
     console.print(table)
     counts = Counter(status.state_label for status in results)

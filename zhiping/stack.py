@@ -40,10 +40,12 @@ def _listening(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-async def _wait_for_server(settings: Settings, process: subprocess.Popen[bytes], timeout: float) -> None:
+async def _wait_for_server(
+    settings: Settings, process: asyncio.subprocess.Process, timeout: float
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        if process.poll() is not None:
+        if process.returncode is not None:
             raise RuntimeError(f"Temporal 开发服务器启动失败（退出码 {process.returncode}）")
         try:
             await connect(settings)
@@ -55,33 +57,49 @@ async def _wait_for_server(settings: Settings, process: subprocess.Popen[bytes],
 
 
 @asynccontextmanager
-async def dev_server(settings: Settings, ui_port: int | None = None, timeout: float = 60) -> AsyncIterator[None]:
+async def dev_server(
+    settings: Settings, ui_port: int | None = None, timeout: float = 60
+) -> AsyncIterator[None]:
     """Run ``temporal server start-dev`` persisting to ``data_dir/temporal.db``."""
     host, port = _host_port(settings.temporal_address)
     if _listening(host, port):
         raise RuntimeError(f"端口 {host}:{port} 已被占用：是否已有一个 zhiping 栈在运行？")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        find_binary("temporal"), "server", "start-dev",
-        "--ip", host, "--port", str(port),
-        "--namespace", settings.temporal_namespace,
-        "--db-filename", str(settings.data_dir / "temporal.db"),
-        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-        "--log-level", "error",
+        find_binary("temporal"),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        "--namespace",
+        settings.temporal_namespace,
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--log-level",
+        "error",
     ]
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
     server_log = (settings.data_dir / "temporal-server.log").open("ab")
-    process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=server_log, stderr=subprocess.STDOUT
+    )
     try:
         await _wait_for_server(settings, process, timeout)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
         server_log.close()
 
 
@@ -100,7 +118,10 @@ async def embedded_stack(settings: Settings, ui_port: int | None = 8233) -> Asyn
 
 
 async def follow_transitions(
-    settings: Settings, emit: Callable[[TransitionLog], None], stop: asyncio.Event, interval: float = 0.3
+    settings: Settings,
+    emit: Callable[[TransitionLog], None],
+    stop: asyncio.Event,
+    interval: float = 0.3,
 ) -> None:
     """Print every new row of the audit log as it lands (the read model, not the workflows)."""
     db = Database.from_url(settings.database_url)
@@ -108,12 +129,16 @@ async def follow_transitions(
     last_id = 0
     try:
         async with db.sessions() as session:
-            last_id = (await session.scalar(select(TransitionLog.id).order_by(TransitionLog.id.desc()))) or 0
+            last_id = (
+                await session.scalar(select(TransitionLog.id).order_by(TransitionLog.id.desc()))
+            ) or 0
         while not stop.is_set():
             async with db.sessions() as session:
                 rows = (
                     await session.scalars(
-                        select(TransitionLog).where(TransitionLog.id > last_id).order_by(TransitionLog.id)
+                        select(TransitionLog)
+                        .where(TransitionLog.id > last_id)
+                        .order_by(TransitionLog.id)
                     )
                 ).all()
             for row in rows:

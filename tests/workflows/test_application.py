@@ -6,18 +6,18 @@ cycle; ``harness.sleep_until`` skips server time to a business instant.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
-from decimal import Decimal
-
 import asyncio
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError
 
+from activities import Database
 from models.commands import (
     ApplicationStatus,
     DeadlineChange,
@@ -44,8 +44,10 @@ from zhiping.samples import complete_dossier
 Handle = WorkflowHandle[ApplicationWorkflow, ApplicationStatus]
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=CHINA_TZ)  # type: ignore[misc]
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=CHINA_TZ)
 
 
 async def idle(handle: Handle) -> None:
@@ -86,7 +88,9 @@ async def refused_after_close(call: object) -> None:
         await call  # type: ignore[misc]
 
 
-async def submit(handle: Handle, policy: CyclePolicy, level: Level = Level.intermediate) -> ApplicationStatus:
+async def submit(
+    handle: Handle, policy: CyclePolicy, level: Level = Level.intermediate
+) -> ApplicationStatus:
     return await handle.execute_update(
         ApplicationWorkflow.submit, SubmitInput(dossier=complete_dossier(policy, level))
     )
@@ -123,7 +127,9 @@ async def to_meeting(h: Harness, level: Level = Level.intermediate) -> Handle:
 # -- submission cutoff (§3(一)) --------------------------------------------------------------
 
 
-async def test_submit_one_second_before_cutoff_counts_and_at_cutoff_is_refused(harness: Harness) -> None:
+async def test_submit_one_second_before_cutoff_counts_and_at_cutoff_is_refused(
+    harness: Harness,
+) -> None:
     await harness.anchor(at(2024, 8, 30, 17, 59, 0))
     early, late = await harness.start(), await harness.start()
     await harness.sleep_until(at(2024, 8, 30, 17, 59, 59))
@@ -131,7 +137,9 @@ async def test_submit_one_second_before_cutoff_counts_and_at_cutoff_is_refused(h
     assert status.state is State.under_review and status.submission_round == 1
     await harness.sleep_until(at(2024, 8, 30, 18, 0, 0))
     # Refused by the cutoff rule, or (if the cutoff timer already ran) by the state.
-    await refused({"SUBMISSION_CUTOFF_PASSED", "TRANSITION_NOT_ALLOWED"}, late, submit(late, harness.policy))
+    await refused(
+        {"SUBMISSION_CUTOFF_PASSED", "TRANSITION_NOT_ALLOWED"}, late, submit(late, harness.policy)
+    )
     result = await late.result()
     assert result.state is State.abandoned
     assert result.history[-1].trigger == "expire_cutoff"
@@ -152,7 +160,11 @@ async def test_submit_refused_by_the_validator_leaves_no_trace(harness: Harness)
     )
     await submit(handle, harness.policy)  # a later valid submission is round 1
     history = (await handle.fetch_history()).events
-    updates = [e for e in history if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    updates = [
+        e
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ]
     assert len(updates) == 1
     status = await handle.query(ApplicationWorkflow.status)
     assert status.state is State.under_review and status.submission_round == 1
@@ -182,7 +194,7 @@ async def test_extended_cutoff_keeps_a_waiting_application_alive(harness: Harnes
     assert (await submit(extended, harness.policy)).state is State.under_review
 
 
-async def test_cutoff_reminders_are_sent_while_relevant(harness: Harness, db) -> None:
+async def test_cutoff_reminders_are_sent_while_relevant(harness: Harness, db: Database) -> None:
     await harness.anchor(at(2024, 8, 20, 9, 0, 0))
     early = await harness.start()
     await harness.sleep_until(at(2024, 8, 29, 9, 0, 0))
@@ -213,7 +225,9 @@ async def test_return_on_the_third_submission_rejects(harness: Harness) -> None:
         )
         assert status.state is State.returned and status.submission_round == round_
     assert (await submit(handle, harness.policy)).submission_round == 3
-    result = await finishing(handle, ApplicationWorkflow.return_for_revision, ReviewDecision(reason="仍不符合要求"))
+    result = await finishing(
+        handle, ApplicationWorkflow.return_for_revision, ReviewDecision(reason="仍不符合要求")
+    )
     assert result.state is State.rejected
 
 
@@ -221,15 +235,23 @@ async def test_return_requires_a_reason(harness: Harness) -> None:
     await harness.anchor(at(2024, 8, 1, 9, 0, 0))
     handle = await harness.start()
     await submit(handle, harness.policy)
-    await refused("REASON_REQUIRED", handle, handle.execute_update(ApplicationWorkflow.return_for_revision, ReviewDecision()))
+    await refused(
+        "REASON_REQUIRED",
+        handle,
+        handle.execute_update(ApplicationWorkflow.return_for_revision, ReviewDecision()),
+    )
 
 
-async def test_resubmission_one_second_inside_and_outside_the_two_day_window(harness: Harness) -> None:
+async def test_resubmission_one_second_inside_and_outside_the_two_day_window(
+    harness: Harness,
+) -> None:
     await harness.anchor(at(2024, 8, 10, 10, 0, 0))
     inside, outside = await harness.start(), await harness.start()
     for handle in (inside, outside):
         await submit(handle, harness.policy)
-        await handle.execute_update(ApplicationWorkflow.return_for_revision, ReviewDecision(reason="补充学历证明"))
+        await handle.execute_update(
+            ApplicationWorkflow.return_for_revision, ReviewDecision(reason="补充学历证明")
+        )
     returned_at = (await inside.query(ApplicationWorkflow.status)).history[-1].at
     window_end = returned_at + timedelta(days=2)
     await harness.sleep_until(window_end - timedelta(seconds=1))
@@ -278,7 +300,7 @@ async def test_same_event_id_applies_once(harness: Harness) -> None:
     assert one == two
 
 
-async def test_fee_reminders(harness: Harness, db) -> None:
+async def test_fee_reminders(harness: Harness, db: Database) -> None:
     await harness.anchor(at(2024, 8, 20, 9, 0, 0))
     unpaid, paid = await to_fee_due(harness), await to_fee_due(harness)
     await harness.sleep_until(at(2024, 9, 13, 12, 0, 0))  # after the 3-day reminder
@@ -300,20 +322,26 @@ async def test_defense_required_for_deputy_senior_not_for_intermediate(harness: 
     await refused(
         "DEFENSE_NOT_SCHEDULED",
         senior,
-        senior.execute_update(ApplicationWorkflow.record_defense_result, DefenseResult(passed=True)),
+        senior.execute_update(
+            ApplicationWorkflow.record_defense_result, DefenseResult(passed=True)
+        ),
     )
     await senior.execute_update(
         ApplicationWorkflow.schedule_defense,
         DefenseSchedule(session_id="D1", at=at(2024, 9, 20, 9, 0, 0), place="地委党校 3 号楼 201"),
     )
-    status = await senior.execute_update(ApplicationWorkflow.record_defense_result, DefenseResult(passed=True))
+    status = await senior.execute_update(
+        ApplicationWorkflow.record_defense_result, DefenseResult(passed=True)
+    )
     assert status.state is State.awaiting_meeting
 
     middle = await to_fee_due(harness, Level.intermediate)
     await refused(
         "EXEMPTION_NOT_APPLICABLE",
         middle,
-        middle.execute_update(ApplicationWorkflow.exempt_from_defense, DefenseExemption(reason="x")),
+        middle.execute_update(
+            ApplicationWorkflow.exempt_from_defense, DefenseExemption(reason="x")
+        ),
     )
     assert (await pay(middle, "400")).state is State.awaiting_meeting
 
@@ -322,7 +350,9 @@ async def test_defense_exemption_is_recorded_with_its_reason(harness: Harness) -
     await harness.anchor(at(2024, 8, 20, 9, 0, 0))
     handle = await to_fee_due(harness, Level.senior)
     reason = "符合阿地人社传〔2024〕13号免答辩条款：获自治区级教学成果奖"
-    await handle.execute_update(ApplicationWorkflow.exempt_from_defense, DefenseExemption(reason=reason))
+    await handle.execute_update(
+        ApplicationWorkflow.exempt_from_defense, DefenseExemption(reason=reason)
+    )
     status = await pay(handle, "700")
     assert status.state is State.awaiting_meeting
     assert status.defense_exemption == reason
@@ -337,7 +367,9 @@ async def test_failed_defense_is_not_approved(harness: Harness) -> None:
         ApplicationWorkflow.schedule_defense,
         DefenseSchedule(session_id="D2", at=at(2024, 9, 20, 9, 0, 0), place="地委党校"),
     )
-    result = await finishing(handle, ApplicationWorkflow.record_defense_result, DefenseResult(passed=False))
+    result = await finishing(
+        handle, ApplicationWorkflow.record_defense_result, DefenseResult(passed=False)
+    )
     assert result.state is State.not_approved
 
 
@@ -367,9 +399,12 @@ async def test_objection_upheld_disqualifies(harness: Harness) -> None:
     await harness.anchor(at(2024, 8, 20, 9, 0, 0))
     handle = await to_meeting(harness)
     await harness.sleep_until(at(2024, 9, 27, 10, 0, 0))
-    await handle.execute_update(ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True))
+    await handle.execute_update(
+        ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True)
+    )
     status = await handle.execute_update(
-        ApplicationWorkflow.file_objection, ObjectionInput(objection_id="O1", summary="任职年限不足")
+        ApplicationWorkflow.file_objection,
+        ObjectionInput(objection_id="O1", summary="任职年限不足"),
     )
     assert status.state is State.under_investigation
     await harness.sleep_until(at(2024, 10, 12, 9, 0, 0))  # the period ends while investigating
@@ -387,8 +422,12 @@ async def test_objection_dismissed_returns_to_publicity_or_approves(harness: Har
     early, late = await to_meeting(harness), await to_meeting(harness)
     await harness.sleep_until(at(2024, 9, 27, 10, 0, 0))
     for handle in (early, late):
-        await handle.execute_update(ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True))
-        await handle.execute_update(ApplicationWorkflow.file_objection, ObjectionInput(objection_id="O", summary="举报"))
+        await handle.execute_update(
+            ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True)
+        )
+        await handle.execute_update(
+            ApplicationWorkflow.file_objection, ObjectionInput(objection_id="O", summary="举报")
+        )
     await refused(
         "OBJECTION_NOT_OPEN",
         early,
@@ -398,12 +437,15 @@ async def test_objection_dismissed_returns_to_publicity_or_approves(harness: Har
         ),
     )
     status = await early.execute_update(
-        ApplicationWorkflow.resolve_objection, ObjectionResolution(objection_id="O", upheld=False, reason="查无实据")
+        ApplicationWorkflow.resolve_objection,
+        ObjectionResolution(objection_id="O", upheld=False, reason="查无实据"),
     )
     assert status.state is State.publicity
     await harness.sleep_until(at(2024, 10, 14, 9, 0, 0))
     result = await finishing(
-        late, ApplicationWorkflow.resolve_objection, ObjectionResolution(objection_id="O", upheld=False, reason="查无实据")
+        late,
+        ApplicationWorkflow.resolve_objection,
+        ObjectionResolution(objection_id="O", upheld=False, reason="查无实据"),
     )
     assert result.state is State.approved
     assert result.history[-1].trigger == "resolve_objection"
@@ -416,7 +458,11 @@ async def test_meeting_failure_is_not_approved(harness: Harness) -> None:
     await harness.anchor(at(2024, 8, 20, 9, 0, 0))
     handle = await to_meeting(harness)
     await harness.sleep_until(at(2024, 9, 27, 10, 0, 0))
-    result = await finishing(handle, ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=False))
+    result = await finishing(
+        handle,
+        ApplicationWorkflow.record_meeting_result,
+        MeetingResult(meeting_id="M1", passed=False),
+    )
     assert result.state is State.not_approved
 
 
@@ -431,16 +477,22 @@ async def test_withdraw(harness: Harness) -> None:
     assert result.state is State.withdrawn and result.history[-1].actor == "applicant"
 
 
-async def test_fraud_bars_the_person_for_exactly_the_three_following_years(harness: Harness) -> None:
+async def test_fraud_bars_the_person_for_exactly_the_three_following_years(
+    harness: Harness,
+) -> None:
     await harness.anchor(at(2024, 8, 5, 9, 0, 0))
     person, other = "65300119800101002X", "653001198001010038"
     handle = await harness.start(id_number=person)
     await submit(handle, harness.policy)
-    result = await finishing(handle, ApplicationWorkflow.disqualify, Disqualification(reason="学历证书系伪造"))
+    result = await finishing(
+        handle, ApplicationWorkflow.disqualify, Disqualification(reason="学历证书系伪造")
+    )
     assert result.state is State.disqualified
 
     for year, barred in ((2025, True), (2026, True), (2027, True), (2028, False)):
-        cycle = harness.policy.model_copy(update={"year": year, "cycle_id": f"{year}-aksu-party-school"})
+        cycle = harness.policy.model_copy(
+            update={"year": year, "cycle_id": f"{year}-aksu-party-school"}
+        )
         again = await harness.start(id_number=person.lower(), policy=cycle)
         if barred:
             result = await again.result()
@@ -457,7 +509,7 @@ async def test_fraud_bars_the_person_for_exactly_the_three_following_years(harne
 # -- the read model and the outbox -------------------------------------------------------------
 
 
-async def _outbox(db, template: str | None = None) -> list[NotificationOutbox]:
+async def _outbox(db: Database, template: str | None = None) -> list[NotificationOutbox]:
     async with db.sessions() as session:
         query = select(NotificationOutbox)
         if template:
@@ -465,22 +517,28 @@ async def _outbox(db, template: str | None = None) -> list[NotificationOutbox]:
         return list((await session.scalars(query)).all())
 
 
-async def test_one_row_per_transition_and_notification(harness: Harness, db) -> None:
+async def test_one_row_per_transition_and_notification(harness: Harness, db: Database) -> None:
     await harness.anchor(at(2024, 8, 20, 9, 0, 0))
     handle = await to_meeting(harness, Level.intermediate)
     await harness.sleep_until(at(2024, 9, 27, 10, 0, 0))
-    await handle.execute_update(ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True))
+    await handle.execute_update(
+        ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True)
+    )
     await harness.sleep_until(at(2024, 10, 12, 0, 0, 0))
     result = await handle.result()
     app_id = result.application_id
     async with db.sessions() as session:
         seqs = (
             await session.scalars(
-                select(TransitionLog.seq).where(TransitionLog.application_id == app_id).order_by(TransitionLog.seq)
+                select(TransitionLog.seq)
+                .where(TransitionLog.application_id == app_id)
+                .order_by(TransitionLog.seq)
             )
         ).all()
         count = await session.scalar(
-            select(func.count()).select_from(NotificationOutbox).where(NotificationOutbox.application_id == app_id)
+            select(func.count())
+            .select_from(NotificationOutbox)
+            .where(NotificationOutbox.application_id == app_id)
         )
     assert list(seqs) == [entry.seq for entry in result.history]
     state_changes = [e for e in result.history if e.source != e.dest or e.trigger == "create"]
