@@ -9,6 +9,7 @@ projects, which are not hard conditions, and teaching load) travels as advisory.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 
 from models.dossier import (
@@ -462,13 +463,34 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def run_prechecks(dossier: Dossier, level: Level, policy: CyclePolicy) -> list[Finding]:
+def check_employer_publicity_over(dossier: Dossier, submitted_on: date) -> list[Finding]:
+    """Rule 8: the employer submits only after its publicity ended without objection (§4(二))."""
+    period = dossier.employer_publicity
+    if period is None or period.end < submitted_on:
+        return []
+    return [
+        _blocking(
+            "EMPLOYER_PUBLICITY_NOT_OVER",
+            "§4(二)",
+            f"单位内部公示期至 {period.end} 结束，须公示期满且无异议后方可提交（今天是 {submitted_on}）。",
+        )
+    ]
+
+
+def run_prechecks(
+    dossier: Dossier, level: Level, policy: CyclePolicy, submitted_on: date | None = None
+) -> list[Finding]:
     """All submission pre-checks, in rule order; the dossier may be submitted iff none block.
+
+    ``submitted_on`` (the submission's day in China) adds the checks that depend on it.
 
     Raises:
         CalendarYearUnknown: the employer publicity falls in a year without a known calendar.
     """
-    return [finding for rule in RULES for finding in rule(dossier, level, policy)]
+    findings = [finding for rule in RULES for finding in rule(dossier, level, policy)]
+    if submitted_on is not None:
+        findings += check_employer_publicity_over(dossier, submitted_on)
+    return findings
 
 
 __all__ = [
@@ -478,6 +500,7 @@ __all__ = [
     "check_continuing_education",
     "check_education_proof",
     "check_employer_publicity",
+    "check_employer_publicity_over",
     "check_masking",
     "check_putonghua",
     "check_research_output",

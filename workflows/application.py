@@ -331,7 +331,12 @@ class ApplicationWorkflow:
 
     def _submit_move(self, inp: SubmitInput) -> Move:
         try:
-            findings = run_prechecks(inp.dossier, self._inp.level, self._inp.policy)
+            findings = run_prechecks(
+                inp.dossier,
+                self._inp.level,
+                self._inp.policy,
+                submitted_on=self._now().astimezone(CHINA_TZ).date(),
+            )
         except DomainError as error:
             raise refusal(error) from None
         return self._move(inp, None, findings=findings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -529,3 +529,15 @@ def test_paper_marked_for_workload_but_never_converted() -> None:
 def test_conversion_of_an_unknown_paper_is_invalid() -> None:
     with pytest.raises(ValidationError):
         Dossier(teaching_years=[year(2023, 240, 240, converted_paper_ids=["nope"])])
+
+
+def test_employer_publicity_must_be_over_before_submission() -> None:
+    """§4(二) "经公示无异议的按程序提交": not on the publicity's last day, only after it."""
+    sample = dossier()
+    period = sample.employer_publicity
+    assert period is not None
+    on_last_day = run_prechecks(sample, LEVEL, POLICY, submitted_on=period.end)
+    assert "EMPLOYER_PUBLICITY_NOT_OVER" in codes(on_last_day)
+    assert severity_of(on_last_day, "EMPLOYER_PUBLICITY_NOT_OVER") is Severity.blocking
+    day_after = run_prechecks(sample, LEVEL, POLICY, submitted_on=period.end + timedelta(days=1))
+    assert codes(day_after) == []
