@@ -26,11 +26,9 @@ from typing import Any
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities import Database, ZhipingActivities
 from activities.notifications import NullChannel
-from models.clock import CycleClock
 from models.commands import (
     ApplicationStatus,
     DeadlineChange,
@@ -43,23 +41,18 @@ from models.commands import (
     ObjectionResolution,
     PaymentInput,
     ReviewDecision,
-    StartApplication,
     SubmitInput,
     Withdrawal,
-    application_workflow_id,
 )
-from models.identity import person_key
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
+from tests.conftest import Harness
 from worker import build_worker
 from workflows import ApplicationWorkflow
 from zhiping.binaries import find_binary
 from zhiping.samples import complete_dossier
 
 HISTORIES = Path(__file__).resolve().parent
-SECRET = b"recorded-histories-secret-0123"
-ID_NUMBER = "653001198001010011"
-"""A synthetic ID number; only its keyed hash reaches the workflow."""
 
 Handle = WorkflowHandle[ApplicationWorkflow, ApplicationStatus]
 
@@ -68,45 +61,8 @@ def at(year: int, month: int, day: int, hour: int, minute: int, second: int) -> 
     return datetime(year, month, day, hour, minute, second, tzinfo=CHINA_TZ)
 
 
-class Recorder:
-    """Starts applications with the cycle clock anchored, like the tests' ``Harness``."""
-
-    def __init__(self, env: WorkflowEnvironment, worker: Worker, policy: CyclePolicy) -> None:
-        self.env = env
-        self.worker = worker
-        self.policy = policy
-        self.clock: CycleClock | None = None
-
-    async def anchor(self, business_now: datetime) -> None:
-        """From now on, Temporal's current time stands for ``business_now``."""
-        self.clock = CycleClock.rehearse(business_now, await self.env.get_current_time())
-
-    async def sleep_until(self, business: datetime) -> None:
-        assert self.clock is not None
-        delta = business - self.clock.business_time(await self.env.get_current_time())
-        if delta > timedelta(0):
-            await self.env.sleep(delta)
-
-    async def start(
-        self,
-        application_id: str,
-        level: Level = Level.intermediate,
-        policy: CyclePolicy | None = None,
-    ) -> Handle:
-        assert self.clock is not None, "call anchor() first"
-        policy = policy or self.policy
-        return await self.env.client.start_workflow(
-            ApplicationWorkflow.run,
-            StartApplication(
-                application_id=application_id,
-                level=level,
-                policy=policy,
-                person_key=person_key(ID_NUMBER, SECRET),
-                clock=self.clock,
-            ),
-            id=application_workflow_id(policy.cycle_id, application_id),
-            task_queue=self.worker.task_queue,
-        )
+class Recorder(Harness):
+    """The tests' ``Harness``, plus the few multi-step moves the scenarios share."""
 
     async def submit(self, handle: Handle, level: Level = Level.intermediate) -> ApplicationStatus:
         return await handle.execute_update(
