@@ -26,6 +26,7 @@ from models.lifecycle import State
 from models.policy import CHINA_TZ, Level, load_policy
 from models.tables import Application
 from workflows import ApplicationWorkflow
+from zhiping.binaries import find_binary
 from zhiping.client import connect
 from zhiping.demo import run_demo
 from zhiping.samples import complete_dossier
@@ -130,3 +131,60 @@ async def test_restart_keeps_every_application_where_it_was(tmp_path: Path) -> N
         assert result.state is State.abandoned
         assert result.history[-1].at >= cutoff
         assert result.history[-1].at.astimezone(CHINA_TZ).hour == 18
+
+
+async def test_visibility_filters_applications_by_stage(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    policy = load_policy("2024-aksu-party-school")
+    clock = CycleClock.rehearse(datetime(2024, 8, 20, 9, tzinfo=CHINA_TZ), datetime.now(UTC))
+    secret = settings.person_key_secret.get_secret_value().encode()
+    id_numbers = {
+        "V1": "653001198001010011",
+        "V2": "653001198001010038",
+        "V3": "65300119800101004X",
+    }
+    async with stack(settings):
+        client = await connect(settings)
+        for application_id, id_number in id_numbers.items():
+            handle = await client.start_workflow(
+                ApplicationWorkflow.run,
+                StartApplication(
+                    application_id=application_id,
+                    level=Level.deputy_senior,
+                    policy=policy,
+                    person_key=person_key(id_number, secret),
+                    clock=clock,
+                ),
+                id=application_workflow_id(policy.cycle_id, application_id),
+                task_queue=settings.task_queue,
+            )
+            if application_id != "V3":
+                await handle.execute_update(
+                    ApplicationWorkflow.submit,
+                    SubmitInput(dossier=complete_dossier(policy, Level.deputy_senior)),
+                )
+        query = f"Cycle='{policy.cycle_id}' AND Stage='under_review' AND SubmissionRound=1"
+        found: set[str] = set()
+        for _ in range(50):
+            found = {wf.id.rsplit(":", 1)[1] async for wf in client.list_workflows(query)}
+            if len(found) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert found == {"V1", "V2"}
+
+        # The same filter through the Temporal CLI, as ops would type it.
+        listing = await asyncio.create_subprocess_exec(
+            find_binary("temporal"),
+            "workflow", "list", "--address", settings.temporal_address,
+            "--query", "Stage='draft'", "--output", "json",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await listing.communicate()
+        assert listing.returncode == 0
+        assert "V3" in out.decode() and "V1" not in out.decode()
+
+        # Search attributes carry no personal data (visible to anyone who lists workflows).
+        async for wf in client.list_workflows(f"Cycle='{policy.cycle_id}'"):
+            values = " ".join(str(v) for v in wf.search_attributes.values())
+            assert not any(number in values for number in id_numbers.values())
+            assert not any(person_key(n, secret) in values for n in id_numbers.values())

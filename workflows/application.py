@@ -64,6 +64,14 @@ with workflow.unsafe.imports_passed_through():
     from models.policy import CHINA_TZ
     from models.prechecks import run_prechecks
     from models.records import BanQuery, BanRecord, BanStatus, Notification, TransitionRecord
+    from workflows.visibility import (
+        CYCLE,
+        FEE_PAID,
+        LEVEL,
+        NEXT_DEADLINE,
+        STAGE,
+        SUBMISSION_ROUND,
+    )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_RETRY = RetryPolicy(
@@ -492,10 +500,30 @@ class ApplicationWorkflow:
                 deadlines=self._lifecycle.pending_deadlines(),
             )
         )
+        self._publish_visibility()
         template = self._template_for(entry)
         if template is not None:
             self._notify(f"transition:{entry.seq}", template, **self._params_for(entry))
         self._version += 1
+
+    def _publish_visibility(self) -> None:
+        """Keep the search attributes in step with the record (no personal data)."""
+        if not workflow.patched("visibility-v1"):
+            return
+        record = self._lifecycle.record
+        deadlines = self._lifecycle.pending_deadlines()
+        workflow.upsert_search_attributes(
+            [
+                CYCLE.value_set(record.cycle_id),
+                STAGE.value_set(record.state.value),
+                LEVEL.value_set(record.level.value),
+                SUBMISSION_ROUND.value_set(record.submission_round),
+                FEE_PAID.value_set(record.fee_paid),
+                NEXT_DEADLINE.value_set(deadlines[0].at)
+                if deadlines
+                else NEXT_DEADLINE.value_unset(),
+            ]
+        )
 
     def _template_for(self, entry: HistoryEntry) -> str | None:
         if entry.trigger == "schedule_defense":

@@ -21,6 +21,7 @@ from models.lifecycle import STATE_LABELS, State
 from models.policy import CHINA_TZ
 from models.tables import TransitionLog
 from worker import run_worker
+from workflows.visibility import dev_server_flags
 from zhiping.binaries import find_binary
 from zhiping.client import connect
 from zhiping.settings import Settings
@@ -81,6 +82,7 @@ async def dev_server(
         "journal_mode=wal",
         "--sqlite-pragma",
         "synchronous=normal",
+        *dev_server_flags(),
         "--log-level",
         "error",
     ]

@@ -23,7 +23,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateStage
+from temporalio.api.enums.v1 import WorkflowExecutionStatus as RawStatus
+from temporalio.client import WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -46,12 +47,13 @@ from models.commands import (
 )
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
-from tests.conftest import Harness
+from tests.conftest import Harness, describe_raw
 from worker import build_worker
 from workflows import ApplicationWorkflow
 from zhiping.binaries import find_binary
 from zhiping.samples import complete_dossier
 
+COMPLETED = RawStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED
 HISTORIES = Path(__file__).resolve().parent
 
 Handle = WorkflowHandle[ApplicationWorkflow, ApplicationStatus]
@@ -288,11 +290,9 @@ async def record(name: str, scenario: Scenario, policy: CyclePolicy, workdir: Pa
         async with build_worker(env.client, activities, f"record-{name}-{uuid.uuid4()}") as worker:
             handles = await scenario(Recorder(env, worker, policy))
             for history_name, handle in handles.items():
-                description = await handle.describe()
-                if description.status != WorkflowExecutionStatus.COMPLETED:
-                    raise RuntimeError(
-                        f"{history_name}: workflow is {description.status}, not completed"
-                    )
+                status = (await describe_raw(handle)).workflow_execution_info.status
+                if status != COMPLETED:
+                    raise RuntimeError(f"{history_name}: workflow is {status}, not completed")
                 history = await handle.fetch_history()
                 path = HISTORIES / f"{history_name}.json"
                 path.write_text(history.to_json() + "\n", encoding="utf-8")

@@ -37,7 +37,7 @@ from models.commands import (
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from models.tables import NotificationOutbox, TransitionLog
-from tests.conftest import Harness
+from tests.conftest import Harness, describe_raw
 from workflows import ApplicationWorkflow
 from zhiping.samples import complete_dossier
 
@@ -57,7 +57,7 @@ async def idle(handle: Handle) -> None:
     while an activity is running, stalling every later time skip; a real server does not.
     """
     while True:
-        raw = (await handle.describe()).raw_description
+        raw = await describe_raw(handle)
         if not raw.pending_activities and not raw.HasField("pending_workflow_task"):
             return
         await asyncio.sleep(0.05)
