@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import Database, ZhipingActivities, channel_from_name
+from activities.coordination import CoordinationActivities
 from workflows import WORKFLOWS
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
@@ -25,7 +26,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities.all(),
+        activities=[*activities.all(), *CoordinationActivities(client).all()],
         **options,  # type: ignore[arg-type]
     )
 

@@ -1,7 +1,8 @@
-"""Durable orchestration: one workflow per application."""
+"""Durable orchestration: one workflow per application, one per evaluation meeting."""
 
 from workflows.application import ApplicationWorkflow
+from workflows.meeting import MeetingWorkflow
 
-WORKFLOWS = (ApplicationWorkflow,)
+WORKFLOWS = (ApplicationWorkflow, MeetingWorkflow)
 
-__all__ = ["WORKFLOWS", "ApplicationWorkflow"]
+__all__ = ["WORKFLOWS", "ApplicationWorkflow", "MeetingWorkflow"]

@@ -30,6 +30,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from workflows._errors import refusal
+
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
@@ -84,11 +86,6 @@ ACTIVITY_RETRY = RetryPolicy(
 REMINDED_DEADLINES = ("submission_cutoff", "fee")
 
 T = TypeVar("T", bound=BaseModel)
-
-
-def refusal(error: DomainError) -> ApplicationError:
-    """A domain error as Temporal carries it: the code is the error type."""
-    return ApplicationError(error.message, error.details, type=error.code, non_retryable=True)
 
 
 def _fmt(instant: datetime) -> str:
@@ -594,4 +591,4 @@ def _time_left(delta: timedelta) -> str:
     return f"{days} 天 {hours} 小时" if days else f"{hours} 小时"
 
 
-__all__ = ["ApplicationWorkflow", "refusal"]
+__all__ = ["ApplicationWorkflow"]
