@@ -1,4 +1,5 @@
-"""Activities that reach other workflows: find candidates, enrol them, deliver results.
+"""Activities that reach other workflows: find candidates, enrol them, schedule defenses,
+deliver results.
 
 A workflow cannot send an Update to another workflow, so these activities do it through
 the client, each with a deterministic update id: a retried activity (a worker killed
@@ -11,10 +12,24 @@ import logging
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.commands import ApplicationStatus, MeetingEnrolment, MeetingResult
+from models.commands import (
+    ApplicationStatus,
+    DefenseResult,
+    DefenseSchedule,
+    MeetingEnrolment,
+    MeetingResult,
+)
+from models.defense_commands import (
+    DefenseDelivery,
+    DefenseScheduling,
+    DeliveryOutcome,
+    SchedulingOutcome,
+    defense_actor,
+)
 from models.lifecycle import State
 from models.meeting_commands import CandidateRef, Enrolment, FindCandidates, ResultDelivery
 from models.policy import Level
@@ -29,7 +44,13 @@ class CoordinationActivities:
         self._client = client
 
     def all(self) -> list[Any]:
-        return [self.find_waiting_applications, self.enrol_candidate, self.deliver_meeting_result]
+        return [
+            self.find_waiting_applications,
+            self.enrol_candidate,
+            self.deliver_meeting_result,
+            self.schedule_defense_for,
+            self.deliver_defense_result,
+        ]
 
     @activity.defn
     async def find_waiting_applications(self, query: FindCandidates) -> list[CandidateRef]:
@@ -99,6 +120,103 @@ class CoordinationActivities:
             for entry in status.history
         )
         return "delivered" if told else "closed"
+
+    @activity.defn
+    async def schedule_defense_for(self, scheduling: DefenseScheduling) -> SchedulingOutcome:
+        """Schedule one application into a defense session; a refusal is an outcome, not an error."""
+        handle = self._client.get_workflow_handle_for(
+            ApplicationWorkflow.run, scheduling.workflow_id
+        )
+        try:
+            await handle.execute_update(
+                ApplicationWorkflow.schedule_defense,
+                DefenseSchedule(
+                    session_id=scheduling.session_id,
+                    at=scheduling.at,
+                    place=scheduling.place,
+                    panel=scheduling.panel,
+                    actor=defense_actor(scheduling.session_id),
+                ),
+                id=f"{scheduling.session_id}:schedule",
+            )
+            return SchedulingOutcome(scheduled=True)
+        except WorkflowUpdateFailedError as error:
+            log.info("defense not scheduled for %s: %s", scheduling.workflow_id, error.cause)
+            cause = error.cause
+            if isinstance(cause, ApplicationError):
+                return SchedulingOutcome(
+                    scheduled=False, code=cause.type or "UPDATE_REFUSED", message=cause.message
+                )
+            return SchedulingOutcome(scheduled=False, code="UPDATE_REFUSED", message=str(cause))
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        return await self._missing(handle)
+
+    @activity.defn
+    async def deliver_defense_result(self, delivery: DefenseDelivery) -> DeliveryOutcome:
+        """Tell one application its defense result, exactly once."""
+        handle = self._client.get_workflow_handle_for(ApplicationWorkflow.run, delivery.workflow_id)
+        try:
+            status: ApplicationStatus = await handle.query(ApplicationWorkflow.status)
+        except RPCError as error:
+            if error.status is RPCStatusCode.NOT_FOUND:
+                return DeliveryOutcome.closed
+            raise
+        if _told_defense(status, delivery.session_id):  # a retry after success
+            return DeliveryOutcome.delivered
+        if status.defense is None or status.defense.session_id != delivery.session_id:
+            log.info("%s moved to another defense session", delivery.workflow_id)
+            return DeliveryOutcome.rescheduled
+        try:
+            await handle.execute_update(
+                ApplicationWorkflow.record_defense_result,
+                DefenseResult(
+                    passed=delivery.passed,
+                    reason=delivery.reason,
+                    actor=defense_actor(delivery.session_id),
+                ),
+                id=f"{delivery.session_id}:result",
+            )
+            return DeliveryOutcome.delivered
+        except WorkflowUpdateFailedError as error:
+            log.info("defense result refused by %s: %s", delivery.workflow_id, error.cause)
+            return DeliveryOutcome.refused
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        # The application has ended: did it end by this very result (a retry after success)?
+        status = await handle.query(ApplicationWorkflow.status)
+        told = _told_defense(status, delivery.session_id)
+        return DeliveryOutcome.delivered if told else DeliveryOutcome.closed
+
+    @staticmethod
+    async def _missing(
+        handle: WorkflowHandle[ApplicationWorkflow, ApplicationStatus],
+    ) -> SchedulingOutcome:
+        """Why an application could not be reached: it has ended, or it never existed."""
+        try:
+            await handle.describe()
+        except RPCError as error:
+            if error.status is RPCStatusCode.NOT_FOUND:
+                return SchedulingOutcome(
+                    scheduled=False,
+                    code="APPLICATION_NOT_FOUND",
+                    message=f"没有这份申报（{handle.id}）",
+                )
+            raise
+        return SchedulingOutcome(
+            scheduled=False,
+            code="APPLICATION_ENDED",
+            message=f"申报（{handle.id}）已办结，不能安排答辩",
+        )
+
+
+def _told_defense(status: ApplicationStatus, session_id: str) -> bool:
+    return any(
+        entry.trigger == "record_defense_result" and entry.actor == defense_actor(session_id)
+        for entry in status.history
+    )
 
 
 __all__ = ["CoordinationActivities"]

@@ -1,8 +1,9 @@
-"""Durable orchestration: one workflow per application, one per evaluation meeting."""
+"""Durable orchestration: one workflow per application, per evaluation meeting, per defense session."""
 
 from workflows.application import ApplicationWorkflow
+from workflows.defense import DefenseSessionWorkflow
 from workflows.meeting import MeetingWorkflow
 
-WORKFLOWS = (ApplicationWorkflow, MeetingWorkflow)
+WORKFLOWS = (ApplicationWorkflow, DefenseSessionWorkflow, MeetingWorkflow)
 
-__all__ = ["WORKFLOWS", "ApplicationWorkflow", "MeetingWorkflow"]
+__all__ = ["WORKFLOWS", "ApplicationWorkflow", "DefenseSessionWorkflow", "MeetingWorkflow"]
