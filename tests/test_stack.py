@@ -71,8 +71,12 @@ async def test_demo_cycle_runs_to_its_end(tmp_path: Path) -> None:
         "D5": State.rejected,
         "D6": State.not_approved,
         "D7": State.disqualified,
+        "D8": State.approved,
+        "D9": State.approved,
+        "D10": State.not_approved,  # above 2/3 of the votes, but past the 75 % cap
     }
     assert any("PAYMENT_AMOUNT_MISMATCH" in line for line in lines)
+    assert any("超出通过率上限" in line for line in lines)
     db = Database.from_url(settings.database_url)
     async with db.sessions() as session:
         rows = {row.application_id: row.state for row in await session.scalars(select(Application))}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -26,8 +27,6 @@ from models.commands import (
     DefenseResult,
     DefenseSchedule,
     Disqualification,
-    MeetingEnrolment,
-    MeetingResult,
     ObjectionInput,
     ObjectionResolution,
     PaymentInput,
@@ -37,8 +36,18 @@ from models.commands import (
     application_workflow_id,
 )
 from models.identity import person_key
+from models.meeting import anonymous_codes
+from models.meeting_commands import (
+    Attendance,
+    Ballot,
+    CloseMeeting,
+    MeetingRun,
+    MeetingView,
+    OpenMeeting,
+    meeting_workflow_id,
+)
 from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
-from workflows import ApplicationWorkflow
+from workflows import ApplicationWorkflow, MeetingWorkflow
 from zhiping.samples import complete_dossier
 from zhiping.settings import Settings
 
@@ -62,11 +71,22 @@ class Applicant:
 @dataclass(frozen=True)
 class Step:
     at: datetime
-    applicant: str
-    update: Callable[..., object]
+    target: str
+    """An applicant's key, or ``MEETING`` for the evaluation meeting."""
+    update: Callable[..., object] | None = None
+    """None: the applicant submits the sample dossier; for the meeting, open it."""
     payload: BaseModel | None = None
-    """None: submit the sample dossier."""
 
+
+class Votes(BaseModel):
+    """The committee's ballots: yes votes per applicant key, out of the experts present."""
+
+    yes: dict[str, int]
+
+
+MEETING = "MEETING"
+EXPERTS = [f"专家{n:02d}" for n in range(1, 12)]
+PRESENT = EXPERTS[:9]
 
 APPLICANTS = [
     Applicant(
@@ -83,9 +103,17 @@ APPLICANTS = [
     Applicant(
         "D5", Level.deputy_senior, "653001198011110059", "副高级：退回后 2 日内未重新提交，不予受理"
     ),
-    Applicant("D6", Level.senior, "653001197203030061", "正高级：免答辩，评审会未通过"),
+    Applicant("D6", Level.senior, "653001197203030061", "正高级：免答辩，评审会票数不足，未通过"),
     Applicant(
         "D7", Level.intermediate, "653001199002020073", "中级：学历造假，取消资格并禁申 3 年"
+    ),
+    Applicant("D8", Level.deputy_senior, "653001197905050085", "副高级：免答辩，评审通过"),
+    Applicant("D9", Level.deputy_senior, "653001198106060097", "副高级：免答辩，评审通过"),
+    Applicant(
+        "D10",
+        Level.deputy_senior,
+        "65300119820707010X",
+        "副高级：票数过三分之二，但超出 75% 通过率上限，未通过",
     ),
 ]
 
@@ -97,6 +125,29 @@ STEPS = [
     Step(_at(8, 26, 14), "D5", W.submit),
     Step(_at(8, 26, 15), "D6", W.submit),
     Step(_at(8, 26, 16), "D7", W.submit),
+    *(Step(_at(8, 26, 17, n), key, W.submit) for n, key in enumerate(("D8", "D9", "D10"))),
+    *(
+        Step(_at(8, 28, 11, n), key, W.accept, ReviewDecision(actor="reviewer:R03"))
+        for n, key in enumerate(("D8", "D9", "D10"))
+    ),
+    *(
+        Step(
+            _at(8, 30, 10, n),
+            key,
+            W.exempt_from_defense,
+            DefenseExemption(actor="ops:O01", reason="符合阿地人社传〔2024〕13号免答辩条款"),
+        )
+        for n, key in enumerate(("D8", "D9", "D10"))
+    ),
+    *(
+        Step(
+            _at(9, 4, 11, n),
+            key,
+            W.record_payment,
+            PaymentInput(transaction_id=f"QR-20240904-1{n}", amount=Decimal("700")),
+        )
+        for n, key in enumerate(("D8", "D9", "D10"))
+    ),
     Step(
         _at(8, 27, 10),
         "D2",
@@ -170,27 +221,21 @@ STEPS = [
     Step(
         _at(9, 20, 11), "D2", W.record_defense_result, DefenseResult(passed=True, reason="答辩合格")
     ),
-    Step(_at(9, 25, 9), "D1", W.enter_meeting, MeetingEnrolment(meeting_id="M-2024")),
-    Step(_at(9, 25, 9, 1), "D2", W.enter_meeting, MeetingEnrolment(meeting_id="M-2024")),
-    Step(_at(9, 25, 9, 2), "D6", W.enter_meeting, MeetingEnrolment(meeting_id="M-2024")),
+    # The evaluation meeting: opened for the cycle, it enrols whoever waits for it.
+    Step(_at(9, 25, 9), MEETING),
     Step(
-        _at(9, 27, 15),
-        "D1",
-        W.record_meeting_result,
-        MeetingResult(meeting_id="M-2024", passed=True, votes_for=9, experts_present=11),
+        _at(9, 27, 9),
+        MEETING,
+        MeetingWorkflow.record_attendance,
+        Attendance(experts_present=PRESENT),
     ),
     Step(
-        _at(9, 27, 15, 1),
-        "D2",
-        W.record_meeting_result,
-        MeetingResult(meeting_id="M-2024", passed=True, votes_for=8, experts_present=11),
+        _at(9, 27, 10),
+        MEETING,
+        MeetingWorkflow.record_ballot,
+        Votes(yes={"D1": 9, "D2": 8, "D6": 5, "D8": 9, "D9": 7, "D10": 6}),
     ),
-    Step(
-        _at(9, 27, 15, 2),
-        "D6",
-        W.record_meeting_result,
-        MeetingResult(meeting_id="M-2024", passed=False, votes_for=5, experts_present=11),
-    ),
+    Step(_at(9, 27, 15), MEETING, MeetingWorkflow.close, CloseMeeting(actor="ops:O01")),
     Step(
         _at(9, 30, 10),
         "D2",
@@ -208,55 +253,157 @@ STEPS = [
 ]
 
 
+class _Demo:
+    """The demo's people: applicants, reviewers, ops, the payment channel and the committee."""
+
+    def __init__(
+        self, client: Client, settings: Settings, say: Callable[[str], None], speed: float
+    ):
+        base = load_policy("2024-aksu-party-school")
+        self.run = datetime.now(CHINA_TZ).strftime("%m%d%H%M%S")
+        # A cycle of its own, so the meeting enrols only this run's applications.
+        self.policy: CyclePolicy = base.model_copy(
+            update={"cycle_id": f"demo-{self.run}", "title": f"{base.title}（演示）"}
+        )
+        self.client, self.settings, self.say = client, settings, say
+        self.clock = CycleClock.rehearse(DEMO_START, datetime.now(UTC), speed)
+        self.handles: dict[str, WorkflowHandle[ApplicationWorkflow, ApplicationStatus]] = {}
+        self.meeting: WorkflowHandle[MeetingWorkflow, MeetingView] | None = None
+
+    async def start_applications(self) -> None:
+        secret = self.settings.person_key_secret.get_secret_value().encode()
+        for applicant in APPLICANTS:
+            application_id = f"DEMO{self.run}-{applicant.key}"
+            self.handles[applicant.key] = await self.client.start_workflow(
+                ApplicationWorkflow.run,
+                StartApplication(
+                    application_id=application_id,
+                    level=applicant.level,
+                    policy=self.policy,
+                    person_key=person_key(applicant.id_number, secret),
+                    created_by="platform",
+                    clock=self.clock,
+                ),
+                id=application_workflow_id(self.policy.cycle_id, application_id),
+                task_queue=self.settings.task_queue,
+            )
+            self.say(f"  {application_id}：{applicant.level.label}，{applicant.story}")
+
+    async def open_meeting(self) -> None:
+        self.meeting = await self.client.start_workflow(
+            MeetingWorkflow.run,
+            MeetingRun(
+                meeting=OpenMeeting(
+                    meeting_id="M-2024",
+                    policy=self.policy,
+                    held_at=_at(9, 27, 9),
+                    committee_size=len(EXPERTS),
+                    opened_by="ops:O01",
+                    clock=self.clock,
+                )
+            ),
+            id=meeting_workflow_id(self.policy.cycle_id, "M-2024"),
+            task_queue=self.settings.task_queue,
+        )
+        view = await self._enrolled()
+        levels = "、".join(f"{c.code}（{c.level.label}）" for c in view.candidates)
+        self.say(f"  评审会 M-2024 已开启，候选人（匿名编号）：{levels}")
+
+    async def _enrolled(self) -> MeetingView:
+        assert self.meeting is not None
+        for _ in range(600):  # enrolment takes a moment: it runs through visibility
+            view = await self.meeting.query(MeetingWorkflow.view)
+            if view.candidates:
+                return view
+            await asyncio.sleep(0.05)
+        raise RuntimeError("评审会未能登记任何候选人")
+
+    async def codes(self) -> dict[str, str]:
+        """Applicant key → anonymous code, for the enrolled. Only the demo, playing every
+        expert, needs to know who is behind a code."""
+        enrolled = {
+            key: handle.id
+            for key, handle in self.handles.items()
+            if (await handle.query(ApplicationWorkflow.status)).meeting_id == "M-2024"
+        }
+        codes = anonymous_codes("M-2024", list(enrolled.values()))
+        return {key: codes[workflow_id] for key, workflow_id in enrolled.items()}
+
+    async def perform(self, number: int, step: Step) -> None:
+        if step.target == MEETING:
+            await self._meeting_step(number, step)
+            return
+        handle = self.handles[step.target]
+        level = next(a.level for a in APPLICANTS if a.key == step.target)
+        payload = step.payload or SubmitInput(dossier=complete_dossier(self.policy, level))
+        update = step.update or ApplicationWorkflow.submit
+        await self._send(handle, update, payload, f"demo-{self.run}-{number}")
+
+    async def _meeting_step(self, number: int, step: Step) -> None:
+        if step.update is None:
+            await self.open_meeting()
+            return
+        assert self.meeting is not None
+        if isinstance(step.payload, Votes):
+            codes = await self.codes()
+            for index, expert in enumerate(PRESENT):
+                votes = {codes[k]: index < yes for k, yes in step.payload.yes.items() if k in codes}
+                await self._send(
+                    self.meeting,
+                    step.update,
+                    Ballot(expert_id=expert, votes=votes),
+                    f"demo-{self.run}-{number}-{index}",
+                )
+            self.say(f"  评审会 M-2024：{len(PRESENT)} 位到会专家已全部投票")
+            return
+        result = await self._send(
+            self.meeting, step.update, step.payload, f"demo-{self.run}-{number}"
+        )
+        if isinstance(result, MeetingView) and result.closed:
+            for tally in result.tallies:
+                verdict = (
+                    "通过"
+                    if tally.passed
+                    else ("超出通过率上限" if tally.passes_vote else "未达三分之二")
+                )
+                self.say(
+                    f"  评审会结果 {tally.code}（{tally.level.label}）：赞成 {tally.votes_for}/{len(PRESENT)}，{verdict}"
+                )
+
+    async def _send(
+        self, handle: WorkflowHandle[Any, Any], update: Any, payload: Any, update_id: str
+    ) -> object:
+        try:
+            return await handle.execute_update(update, payload, id=update_id)
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            self.say(
+                f"  ✗ 已拒绝 {handle.id.rsplit(':', 1)[1]}：{getattr(cause, 'type', '')} {getattr(cause, 'message', cause)}"
+            )
+        except RPCError as error:  # the workflow has already ended
+            self.say(f"  ✗ 已拒绝 {handle.id.rsplit(':', 1)[1]}：已结束（{error}）")
+        return None
+
+
 async def run_demo(
     client: Client, settings: Settings, say: Callable[[str], None], speed: float = DEMO_SPEED
 ) -> list[ApplicationStatus]:
-    """Start the demo's applications, drive their steps, wait until every one is final."""
-    policy: CyclePolicy = load_policy("2024-aksu-party-school")
-    clock = CycleClock.rehearse(DEMO_START, datetime.now(UTC), speed)
-    run = datetime.now(CHINA_TZ).strftime("%m%d%H%M%S")
-    secret = settings.person_key_secret.get_secret_value().encode()
-    handles: dict[str, WorkflowHandle[ApplicationWorkflow, ApplicationStatus]] = {}
+    """Start the demo's applications, drive every step at its business time, and wait
+    until every application is final."""
+    demo = _Demo(client, settings, say, speed)
     say(
-        f"演示评审周期：{policy.title}"
+        f"演示评审周期：{demo.policy.title}"
         f"（演示时钟：1 秒 = {speed / 86400:g} 天，自 {DEMO_START:%Y-%m-%d %H:%M} 起）"
     )
-    for applicant in APPLICANTS:
-        application_id = f"DEMO{run}-{applicant.key}"
-        handles[applicant.key] = await client.start_workflow(
-            ApplicationWorkflow.run,
-            StartApplication(
-                application_id=application_id,
-                level=applicant.level,
-                policy=policy,
-                person_key=person_key(applicant.id_number, secret),
-                created_by="platform",
-                clock=clock,
-            ),
-            id=application_workflow_id(policy.cycle_id, application_id),
-            task_queue=settings.task_queue,
-        )
-        say(f"  {application_id}：{applicant.level.label}，{applicant.story}")
-
-    for number, step in enumerate(STEPS):
-        delay = (clock.real_time(step.at) - datetime.now(UTC)).total_seconds()
+    await demo.start_applications()
+    for number, step in enumerate(sorted(STEPS, key=lambda s: s.at)):
+        delay = (demo.clock.real_time(step.at) - datetime.now(UTC)).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
-        handle = handles[step.applicant]
-        level = next(a.level for a in APPLICANTS if a.key == step.applicant)
-        payload = step.payload or SubmitInput(dossier=complete_dossier(policy, level))
-        try:
-            await handle.execute_update(step.update, payload, id=f"demo-{run}-{number}")  # type: ignore[call-overload]
-        except WorkflowUpdateFailedError as error:
-            cause = error.cause
-            say(
-                f"  ✗ 已拒绝 {handle.id.rsplit(':', 1)[1]}：{getattr(cause, 'type', '')} {getattr(cause, 'message', cause)}"
-            )
-        except RPCError as error:  # the application has already ended
-            say(f"  ✗ 已拒绝 {handle.id.rsplit(':', 1)[1]}：申报已结束（{error}）")
-
-    results = [await handle.result() for handle in handles.values()]
-    return results
+        await demo.perform(number, step)
+    if demo.meeting is not None:
+        await demo.meeting.result()
+    return [await handle.result() for handle in demo.handles.values()]
 
 
 __all__ = ["APPLICANTS", "STEPS", "run_demo"]

@@ -107,16 +107,22 @@ async def dev_server(
 
 @asynccontextmanager
 async def embedded_stack(settings: Settings, ui_port: int | None = 8233) -> AsyncIterator[None]:
-    """Dev server + worker, until the block exits."""
+    """Dev server + worker, until the block exits.
+
+    The worker runs in a task group with the block: if the worker fails, the block is
+    cancelled and the failure raised, instead of a stack that silently does nothing.
+    """
+    db = Database.from_url(settings.database_url)
+    await db.create_schema()  # once, before the worker and any reader race to create it
+    await db.dispose()
     async with dev_server(settings, ui_port=ui_port):
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_worker(settings, stop))
-        try:
-            yield
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run_worker(settings, stop))
+            try:
+                yield
+            finally:
+                stop.set()
 
 
 async def follow_transitions(
@@ -127,7 +133,6 @@ async def follow_transitions(
 ) -> None:
     """Print every new row of the audit log as it lands (the read model, not the workflows)."""
     db = Database.from_url(settings.database_url)
-    await db.create_schema()
     last_id = 0
     try:
         async with db.sessions() as session:
