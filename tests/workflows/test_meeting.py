@@ -8,6 +8,10 @@ and the deputy-senior cap, and delivers every result exactly once.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -52,6 +56,7 @@ from workflows.visibility import dev_server_flags
 from zhiping.binaries import find_binary
 from zhiping.samples import complete_dossier
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = b"meeting-test-secret-0123456789"
 EXPERTS = [f"E{n:02d}" for n in range(1, 12)]  # a committee of 11
 
@@ -72,7 +77,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 class Cycle:
     """One cycle (a fresh cycle id per test) with its applications and a worker."""
 
-    def __init__(self, env: WorkflowEnvironment, worker: Worker) -> None:
+    def __init__(self, env: WorkflowEnvironment, worker: Worker | _QueueOnly) -> None:
         base = load_policy("2024-aksu-party-school")
         self.policy: CyclePolicy = base.model_copy(
             update={"cycle_id": f"t{uuid.uuid4().hex[:12]}-2024"}
@@ -278,3 +283,64 @@ async def test_results_are_delivered_across_continue_as_new(cycle: Cycle) -> Non
         status = await handle.query(ApplicationWorkflow.status)
         assert status.state is State.publicity
         assert sum(e.trigger == "record_meeting_result" for e in status.history) == 1
+
+
+async def test_fan_out_survives_a_worker_killed_mid_way(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """kill -9 the worker while results go out; another worker finishes, each told once."""
+    task_queue = f"kill-{uuid.uuid4()}"
+    environment = {
+        **os.environ,
+        "ZHIPING_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "ZHIPING_TASK_QUEUE": task_queue,
+        "ZHIPING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/zhiping.db",
+        "ZHIPING_NOTIFICATION_CHANNEL": "none",
+    }
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            cwd=REPO,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    first = start_worker()
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        cycle = Cycle(dev_env, _QueueOnly(task_queue))
+        handles = [await cycle.waiting(Level.junior) for _ in range(24)]
+        meeting = await cycle.open_meeting(expected=24)
+        codes = [c.code for c in (await meeting.query(MeetingWorkflow.view)).candidates]
+        await vote(meeting, 9, dict.fromkeys(codes, 9))
+        await meeting.execute_update(MeetingWorkflow.close, CloseMeeting())
+        delivered_at_kill = 0
+        for _ in range(2000):
+            delivered_at_kill = (await meeting.query(MeetingWorkflow.view)).results_delivered
+            if delivered_at_kill >= 2:
+                break
+            await asyncio.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert 2 <= delivered_at_kill < 24, delivered_at_kill
+        second = start_worker()
+        final = await asyncio.wait_for(meeting.result(), timeout=120)
+        assert final.results_delivered == 24
+        for handle in handles:
+            status = await handle.query(ApplicationWorkflow.status)
+            assert status.state is State.publicity, handle.id
+            assert sum(e.trigger == "record_meeting_result" for e in status.history) == 1
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+class _QueueOnly:
+    """Stands in for a Worker where only the task queue name is needed (workers run apart)."""
+
+    def __init__(self, task_queue: str) -> None:
+        self.task_queue = task_queue
