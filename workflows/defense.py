@@ -16,12 +16,11 @@ applications), so the fan-outs fit one run's history without continue-as-new.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
-from workflows._errors import refusal
+from workflows._common import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, refusal
 
 with workflow.unsafe.imports_passed_through():
     from models.defense_commands import (
@@ -38,9 +37,6 @@ with workflow.unsafe.imports_passed_through():
         SchedulingOutcome,
     )
     from models.errors import DomainError
-
-TIMEOUT = timedelta(seconds=30)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 @workflow.defn
@@ -166,8 +162,8 @@ class DefenseSessionWorkflow:
                         panel=session.panel,
                     ),
                     result_type=SchedulingOutcome,
-                    start_to_close_timeout=TIMEOUT,
-                    retry_policy=RETRY,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
                 )
                 for workflow_id in session.application_workflow_ids
             )
@@ -195,8 +191,8 @@ class DefenseSessionWorkflow:
                 reason=result.reason,
             ),
             result_type=DeliveryOutcome,
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
         )
 
 

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from workflows._errors import refusal
+from workflows._common import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, refusal
 
 with workflow.unsafe.imports_passed_through():
     from models.errors import DomainError
@@ -50,9 +48,6 @@ with workflow.unsafe.imports_passed_through():
         MeetingView,
         ResultDelivery,
     )
-
-TIMEOUT = timedelta(seconds=30)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 @workflow.defn
@@ -214,8 +209,8 @@ class MeetingWorkflow:
             "find_waiting_applications",
             FindCandidates(cycle_id=self._meeting.policy.cycle_id),
             result_type=list[CandidateRef],
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
         )
         meeting_id = self._meeting.meeting_id
         enrolled = await asyncio.gather(
@@ -224,8 +219,8 @@ class MeetingWorkflow:
                     "enrol_candidate",
                     Enrolment(workflow_id=ref.workflow_id, meeting_id=meeting_id),
                     result_type=bool,
-                    start_to_close_timeout=TIMEOUT,
-                    retry_policy=RETRY,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
                 )
                 for ref in refs
             )
@@ -253,8 +248,8 @@ class MeetingWorkflow:
                 experts_present=len(state.present),
             ),
             result_type=str,
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
         )
         state.delivered.append(candidate.code)
 

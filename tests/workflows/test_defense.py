@@ -18,7 +18,6 @@ import pytest
 import pytest_asyncio
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -50,8 +49,6 @@ from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
 from models.tables import NotificationOutbox
 from workflows import WORKFLOWS, ApplicationWorkflow, DefenseSessionWorkflow
-from workflows.visibility import dev_server_flags
-from zhiping.binaries import find_binary
 from zhiping.samples import complete_dossier
 
 SECRET = b"defense-test-secret-0123456789"
@@ -61,19 +58,6 @@ PANEL = ["P01", "P02", "P03", "P04", "P05"]
 
 AppHandle = WorkflowHandle[ApplicationWorkflow, ApplicationStatus]
 SessionHandle = WorkflowHandle[DefenseSessionWorkflow, DefenseSessionView]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_binary("temporal"),
-        dev_server_extra_args=dev_server_flags(),
-        data_converter=pydantic_data_converter,
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 class RecordingChannel:

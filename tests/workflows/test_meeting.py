@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -52,26 +51,11 @@ from models.meeting_commands import (
 from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
 from worker import build_worker
 from workflows import ApplicationWorkflow, MeetingWorkflow
-from workflows.visibility import dev_server_flags
-from zhiping.binaries import find_binary
 from zhiping.samples import complete_dossier
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"meeting-test-secret-0123456789"
 EXPERTS = [f"E{n:02d}" for n in range(1, 12)]  # a committee of 11
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_binary("temporal"),
-        dev_server_extra_args=dev_server_flags(),
-        data_converter=pydantic_data_converter,
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 class Cycle:

@@ -1,8 +1,11 @@
-"""How a domain refusal travels through Temporal."""
+"""What every workflow shares: how a refusal travels, how activities are called."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -11,9 +14,18 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import DomainError
 
 
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+"""Side effects must happen eventually: retry without a cap on attempts (all idempotent)."""
+
+
 def refusal(error: DomainError) -> ApplicationError:
     """A domain error as Temporal carries it: the code is the error type, the zh-CN text the message."""
     return ApplicationError(error.message, error.details, type=error.code, non_retryable=True)
 
 
-__all__ = ["refusal"]
+__all__ = ["ACTIVITY_RETRY", "ACTIVITY_TIMEOUT", "refusal"]
