@@ -455,13 +455,14 @@ class ApplicationWorkflow:
                 amount=str(self._inp.policy.fee_for(self._inp.level)),
             )
             return
-        trigger = {
-            "submission_cutoff": "expire_cutoff",
-            "resubmission": "expire_resubmission",
-            "fee": "expire_fee",
-            "publicity_end": "end_publicity",
+        deadline = _fmt(due.deadline)
+        trigger, reason = {
+            "submission_cutoff": ("expire_cutoff", f"截至 {deadline} 未提交评审委员会"),
+            "resubmission": ("expire_resubmission", f"退回后未在 {deadline} 前重新提交"),
+            "fee": ("expire_fee", f"截至 {deadline} 未缴纳评审费"),
+            "publicity_end": ("end_publicity", f"公示期至 {deadline} 届满"),
         }[due.kind]
-        self._fire_system(trigger)
+        self._fire_system(trigger, reason)
 
     @staticmethod
     def _reminder_key(kind: str, deadline: datetime, offset: timedelta) -> str:
@@ -529,7 +530,7 @@ class ApplicationWorkflow:
             "round": str(record.submission_round),
             "max_submissions": str(self._inp.policy.max_submissions),
             "amount": str(self._inp.policy.fee_for(record.level)),
-            "reason": entry.reason or "",
+            "reason": entry.reason or "详见评审委员会通知",
         }
         deadlines = self._lifecycle.pending_deadlines()
         if deadlines:

@@ -210,6 +210,10 @@ async def test_cutoff_reminders_are_sent_while_relevant(harness: Harness, db: Da
         by_app[row.application_id] = by_app.get(row.application_id, 0) + 1
     early_id, late_id = early.id.rsplit(":", 1)[1], late.id.rsplit(":", 1)[1]
     assert by_app == {early_id: 2, late_id: 1}
+    abandoned = await _outbox(db, "state.abandoned")
+    assert len(abandoned) == 2
+    for row in abandoned:
+        assert "2024-08-30 18:00" in row.body and "未提供" not in row.body
 
 
 # -- revision rounds (§4.1.1) ----------------------------------------------------------------
@@ -543,3 +547,4 @@ async def test_one_row_per_transition_and_notification(harness: Harness, db: Dat
     assert list(seqs) == [entry.seq for entry in result.history]
     state_changes = [e for e in result.history if e.source != e.dest or e.trigger == "create"]
     assert count == len(state_changes)
+    assert not [row.body for row in await _outbox(db) if "未提供" in row.body]
