@@ -1,0 +1,269 @@
+"""The one layer the CLI (and later the HTTP API) use to see and act on applications.
+
+It only starts, updates and queries workflows and reads the SQL read model: the
+workflow stays the single writer of an application's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import Database
+from models.commands import (
+    ApplicationStatus,
+    DeadlineChange,
+    DefenseExemption,
+    DefenseResult,
+    DefenseSchedule,
+    Disqualification,
+    ObjectionInput,
+    ObjectionResolution,
+    PaymentInput,
+    ReviewDecision,
+    Withdrawal,
+    application_workflow_id,
+)
+from models.errors import DomainError
+from models.lifecycle import _TRANSITIONS, FINAL_STATES, STATE_LABELS, State
+from models.policy import Level
+from models.tables import Application
+
+ACTIONS: dict[str, type[BaseModel]] = {
+    "return_for_revision": ReviewDecision,
+    "accept": ReviewDecision,
+    "record_payment": PaymentInput,
+    "schedule_defense": DefenseSchedule,
+    "record_defense_result": DefenseResult,
+    "exempt_from_defense": DefenseExemption,
+    "file_objection": ObjectionInput,
+    "resolve_objection": ObjectionResolution,
+    "withdraw": Withdrawal,
+    "disqualify": Disqualification,
+    "change_deadlines": DeadlineChange,
+}
+"""Ops actions and the input each takes. ``submit`` is the applicant's, through the platform."""
+
+
+class ApplicationRow(BaseModel):
+    """One application as the read model knows it."""
+
+    application_id: str
+    cycle_id: str
+    workflow_id: str
+    level: str
+    level_label: str
+    state: str
+    state_label: str
+    submission_round: int
+    fee_paid: bool
+    updated_at: datetime
+    next_deadline_at: datetime | None
+    next_deadline_kind: str | None
+    overdue: bool
+
+
+def _row(app: Application, now: datetime) -> ApplicationRow:
+    return ApplicationRow(
+        application_id=app.application_id,
+        cycle_id=app.cycle_id,
+        workflow_id=app.workflow_id,
+        level=app.level,
+        level_label=Level(app.level).label,
+        state=app.state,
+        state_label=STATE_LABELS[State(app.state)],
+        submission_round=app.submission_round,
+        fee_paid=app.fee_paid,
+        updated_at=app.updated_at,
+        next_deadline_at=app.next_deadline_at,
+        next_deadline_kind=app.next_deadline_kind,
+        overdue=app.next_deadline_at is not None and app.next_deadline_at < now,
+    )
+
+
+async def list_applications(
+    db: Database,
+    *,
+    cycle: str | None = None,
+    stage: str | None = None,
+    level: str | None = None,
+    overdue: bool = False,
+    due_within: timedelta | None = None,
+    now: datetime,
+) -> list[ApplicationRow]:
+    """Applications from the read model, filtered; ``overdue`` = a deadline already passed."""
+    query = select(Application).order_by(Application.cycle_id, Application.application_id)
+    if cycle is not None:
+        query = query.where(Application.cycle_id == cycle)
+    if stage is not None:
+        query = query.where(Application.state == stage)
+    if level is not None:
+        query = query.where(Application.level == level)
+    if overdue:
+        query = query.where(Application.next_deadline_at < now)
+    if due_within is not None:
+        query = query.where(
+            Application.next_deadline_at >= now, Application.next_deadline_at <= now + due_within
+        )
+    async with db.sessions() as session:
+        apps = (await session.scalars(query)).all()
+    return [_row(app, now) for app in apps]
+
+
+def _not_found(cycle_id: str, application_id: str) -> DomainError:
+    return DomainError(
+        "APPLICATION_NOT_FOUND",
+        f"未找到评审周期 {cycle_id} 中编号为 {application_id} 的申报",
+        cycle_id=cycle_id,
+        application_id=application_id,
+    )
+
+
+async def application_status(
+    client: Client, cycle_id: str, application_id: str
+) -> ApplicationStatus:
+    """The workflow's own view of one application (its ``status`` query)."""
+    handle = client.get_workflow_handle(application_workflow_id(cycle_id, application_id))
+    try:
+        status: ApplicationStatus = await handle.query("status", result_type=ApplicationStatus)
+        return status
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise _not_found(cycle_id, application_id) from None
+        raise
+
+
+async def perform(
+    client: Client,
+    cycle_id: str,
+    application_id: str,
+    action: str,
+    payload: BaseModel,
+    event_id: str | None = None,
+) -> ApplicationStatus:
+    """Send one ops action to the application's workflow; ``event_id`` makes a repeat a no-op.
+
+    Raises:
+        DomainError: the workflow refused (its code and zh-CN message), or there is no
+            such (running) application.
+    """
+    expected = ACTIONS.get(action)
+    if expected is None:
+        raise DomainError("UNKNOWN_ACTION", f"未知的操作：{action}", action=action)
+    if not isinstance(payload, expected):
+        raise TypeError(f"{action} takes {expected.__name__}, not {type(payload).__name__}")
+    handle = client.get_workflow_handle(application_workflow_id(cycle_id, application_id))
+    try:
+        result: ApplicationStatus = await handle.execute_update(
+            action, payload, id=event_id, result_type=ApplicationStatus
+        )
+        return result
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        if isinstance(cause, ApplicationError) and cause.type:
+            raise DomainError(cause.type, cause.message) from None
+        raise
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    # Unknown, or a finished workflow (which takes no more updates).
+    status = await application_status(client, cycle_id, application_id)
+    raise DomainError(
+        "APPLICATION_CLOSED",
+        f"申报 {application_id} 已办结（{status.state_label}），不能再执行操作",
+        state=status.state.value,
+    )
+
+
+def deadline_change_id(change: DeadlineChange) -> str:
+    """The update id of a cycle-wide change: the same change, rerun, applies once."""
+    digest = hashlib.sha256(change.model_dump_json().encode()).hexdigest()[:24]
+    return f"change_deadlines:{digest}"
+
+
+async def extend_cycle_deadlines(
+    client: Client, db: Database, cycle_id: str, change: DeadlineChange
+) -> list[str]:
+    """Apply ``change`` to every running application of the cycle; return their ids.
+
+    Applications that finished in the meantime are skipped; any other refusal is raised.
+    """
+    final = [s.value for s in FINAL_STATES]
+    query = (
+        select(Application.application_id)
+        .where(Application.cycle_id == cycle_id, Application.state.not_in(final))
+        .order_by(Application.application_id)
+    )
+    async with db.sessions() as session:
+        application_ids = list((await session.scalars(query)).all())
+    event_id = deadline_change_id(change)
+    changed: list[str] = []
+    for application_id in application_ids:
+        try:
+            await perform(client, cycle_id, application_id, "change_deadlines", change, event_id)
+        except DomainError as error:
+            if error.code in {"APPLICATION_CLOSED", "TRANSITION_NOT_ALLOWED"}:
+                continue
+            raise
+        changed.append(application_id)
+    return changed
+
+
+class _DiagramModel:
+    """The model object ``GraphMachine`` binds its ``get_graph`` to."""
+
+    get_graph: Any
+
+
+def draw_lifecycle(status: ApplicationStatus, path: Path) -> Path:
+    """Draw the lifecycle state machine with this application's path and state; return the file.
+
+    The graph comes from the same transition table ``Lifecycle`` runs, so it cannot drift
+    from the rules. The format follows the suffix (``.svg``, ``.png``, …); needs Graphviz ``dot``.
+    """
+    from transitions.extensions import GraphMachine
+
+    model = _DiagramModel()
+    machine = GraphMachine(
+        model=model,
+        states=[s.value for s in State],
+        transitions=_TRANSITIONS,
+        initial=status.state.value,
+        auto_transitions=False,
+        graph_engine="graphviz",
+        show_conditions=True,
+        title=f"{status.cycle_id} / {status.application_id}：{status.state_label}",
+    )
+    styles = machine.model_graphs[id(model)]
+    styles.reset_styling()
+    for entry in status.history:
+        if entry.trigger != "create":
+            styles.set_previous_transition(entry.source.value, entry.dest.value)
+    styles.set_node_style(status.state.value, "active")
+    graph = model.get_graph()
+    for state in State:
+        graph.node(state.value, label=f"{STATE_LABELS[state]}\n{state.value}")
+    fmt = path.suffix.lstrip(".").lower() or "svg"
+    graph.format = fmt
+    written = graph.render(outfile=path, cleanup=True)
+    return Path(written)
+
+
+__all__ = [
+    "ACTIONS",
+    "ApplicationRow",
+    "application_status",
+    "deadline_change_id",
+    "draw_lifecycle",
+    "extend_cycle_deadlines",
+    "list_applications",
+    "perform",
+]
