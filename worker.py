@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -31,17 +30,12 @@ def build_worker(
     )
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM), then drain gracefully."""
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then drain gracefully."""
     db = Database.from_url(settings.database_url)
     await db.create_schema()
     client = await connect(settings)
     activities = ZhipingActivities(db, channel_from_name(settings.notification_channel))
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(sig, stop.set)
     worker = build_worker(client, activities, settings.task_queue)
     async with worker:
         logging.getLogger("zhiping.worker").info(
@@ -51,9 +45,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await db.dispose()
 
 
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM drains like Ctrl-C
+        loop.add_signal_handler(sig, stop.set)
+    await run_worker(settings, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_worker(get_settings()))
+    asyncio.run(_serve(get_settings()))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,18 @@ def _print_transition(row: TransitionLog) -> None:
     console.print(describe_transition(row), highlight=False)
 
 
+def _cancel_on_signals() -> None:
+    """Ctrl-C and SIGTERM cancel the command, so the stack's clean-up (worker drain, dev
+    server stop) always runs."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+
+
 async def _up(settings: Settings, ui_port: int) -> None:
+    _cancel_on_signals()
     async with embedded_stack(settings, ui_port=ui_port):
         console.print(
             f"Temporal 开发服务器：{settings.temporal_address}（数据：{settings.data_dir / 'temporal.db'}）"
@@ -67,6 +79,7 @@ async def _up(settings: Settings, ui_port: int) -> None:
 async def _demo(settings: Settings, ui_port: int) -> None:
     from zhiping.demo import run_demo
 
+    _cancel_on_signals()
     async with embedded_stack(settings, ui_port=ui_port):
         console.print(f"Temporal UI：http://127.0.0.1:{ui_port}")
         stop = asyncio.Event()
@@ -97,7 +110,7 @@ async def _demo(settings: Settings, ui_port: int) -> None:
 def up(ui_port: int = typer.Option(8233, help="Temporal UI 端口")) -> None:
     """启动本地全套服务（Temporal 开发服务器 + 工作进程），实时打印每一次状态变更。"""
     logging.basicConfig(level=logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(_up(get_settings(), ui_port))
     console.print("已停止。所有申报已持久化，重新启动后从原处继续。")
 
@@ -106,7 +119,7 @@ def up(ui_port: int = typer.Option(8233, help="Temporal UI 端口")) -> None:
 def demo(ui_port: int = typer.Option(8233, help="Temporal UI 端口")) -> None:
     """启动本地服务并运行一个演示评审周期（约一分钟），直到每件申报都有最终结果。"""
     logging.basicConfig(level=logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(_demo(get_settings(), ui_port))
 
 
