@@ -229,7 +229,7 @@ class Lifecycle:
             model=self,
             states=[s.value for s in State],
             initial=record.state.value,
-            transitions=_TRANSITIONS,
+            transitions=TRANSITIONS,
             auto_transitions=False,
             send_event=True,
             after_state_change="_record_history",
@@ -570,7 +570,7 @@ class Lifecycle:
 _ANY_ACTIVE = [s.value for s in ACTIVE_STATES]
 _PRE_DEFENSE = ["draft", "under_review", "returned", "accepted", "fee_due"]
 
-_TRANSITIONS: list[dict[str, Any]] = [
+TRANSITIONS: list[dict[str, Any]] = [
     # §3(一), rules 8–16: first submission.
     {
         "trigger": "submit",
@@ -750,6 +750,7 @@ __all__ = [
     "AUTOMATIC_TRIGGERS",
     "FINAL_STATES",
     "STATE_LABELS",
+    "TRANSITIONS",
     "ApplicationRecord",
     "DefenseSession",
     "HistoryEntry",

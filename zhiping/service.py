@@ -33,7 +33,7 @@ from models.commands import (
     application_workflow_id,
 )
 from models.errors import DomainError
-from models.lifecycle import _TRANSITIONS, FINAL_STATES, STATE_LABELS, State
+from models.lifecycle import FINAL_STATES, STATE_LABELS, TRANSITIONS, State
 from models.policy import Level
 from models.tables import Application
 
@@ -235,7 +235,7 @@ def draw_lifecycle(status: ApplicationStatus, path: Path) -> Path:
     machine = GraphMachine(
         model=model,
         states=[s.value for s in State],
-        transitions=_TRANSITIONS,
+        transitions=TRANSITIONS,
         initial=status.state.value,
         auto_transitions=False,
         graph_engine="graphviz",

@@ -14,11 +14,11 @@ import pytest
 from models.errors import DomainError
 from models.findings import Finding, Severity
 from models.lifecycle import (
-    _TRANSITIONS,
     ACTION_LABELS,
     ACTIVE_STATES,
     AUTOMATIC_TRIGGERS,
     FINAL_STATES,
+    TRANSITIONS,
     ApplicationRecord,
     DefenseSession,
     Lifecycle,
@@ -969,7 +969,7 @@ def _edges(lc: Lifecycle) -> dict[str, set[str]]:
 
 def test_machine_events_match_the_transition_table() -> None:
     table: dict[str, set[str]] = {s.value: set() for s in State}
-    for row in _TRANSITIONS:
+    for row in TRANSITIONS:
         sources = row["source"] if isinstance(row["source"], list) else [row["source"]]
         for source in sources:
             table[source].add(row["dest"] or source)
