@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import Database
+from models.clock import CycleClock
 from models.commands import (
     ApplicationStatus,
     DeadlineChange,
@@ -29,12 +30,15 @@ from models.commands import (
     ObjectionResolution,
     PaymentInput,
     ReviewDecision,
+    StartApplication,
+    SubmitInput,
     Withdrawal,
     application_workflow_id,
 )
 from models.errors import DomainError
+from models.identity import person_key
 from models.lifecycle import FINAL_STATES, STATE_LABELS, TRANSITIONS, State
-from models.policy import Level
+from models.policy import Level, load_policy
 from models.tables import Application
 
 ACTIONS: dict[str, type[BaseModel]] = {
@@ -183,6 +187,97 @@ async def perform(
     )
 
 
+async def start_application(
+    client: Client,
+    task_queue: str,
+    cycle_id: str,
+    application_id: str,
+    level: Level,
+    id_number: str,
+    secret: bytes,
+    *,
+    created_by: str = "platform",
+    clock: CycleClock | None = None,
+) -> ApplicationStatus:
+    """Start one application's workflow with the cycle's policy; return its first status.
+
+    The ID number only becomes a keyed hash (``person_key``) here: it is never stored,
+    logged or returned.
+
+    Raises:
+        DomainError: ``CYCLE_NOT_FOUND`` (no policy file for the cycle), ``INVALID_ID_NUMBER``,
+            ``APPLICATION_EXISTS``.
+    """
+    try:
+        policy = load_policy(cycle_id) if _is_plain_name(cycle_id) else None
+    except FileNotFoundError:
+        policy = None
+    if policy is None:
+        raise DomainError(
+            "CYCLE_NOT_FOUND", f"未找到评审周期 {cycle_id} 的政策文件", cycle_id=cycle_id
+        )
+    start = StartApplication(
+        application_id=application_id,
+        level=level,
+        policy=policy,
+        person_key=person_key(id_number, secret),
+        created_by=created_by,
+        clock=clock or CycleClock(),
+    )
+    try:
+        handle = await client.start_workflow(
+            "ApplicationWorkflow",
+            start,
+            id=application_workflow_id(cycle_id, application_id),
+            task_queue=task_queue,
+            result_type=ApplicationStatus,
+        )
+    except WorkflowAlreadyStartedError:
+        raise DomainError(
+            "APPLICATION_EXISTS",
+            f"评审周期 {cycle_id} 中编号为 {application_id} 的申报已存在",
+            cycle_id=cycle_id,
+            application_id=application_id,
+        ) from None
+    status: ApplicationStatus = await handle.query("status", result_type=ApplicationStatus)
+    return status
+
+
+def _is_plain_name(cycle_id: str) -> bool:
+    """A cycle id names a file under ``policies/``; never a path of the caller's choosing."""
+    return bool(cycle_id) and all(c.isascii() and (c.isalnum() or c in "-_") for c in cycle_id)
+
+
+async def submit_application(
+    client: Client,
+    cycle_id: str,
+    application_id: str,
+    submission: SubmitInput,
+    event_id: str | None = None,
+) -> ApplicationStatus:
+    """The applicant's ``submit`` (through the platform); refusals as in :func:`perform`."""
+    handle = client.get_workflow_handle(application_workflow_id(cycle_id, application_id))
+    try:
+        result: ApplicationStatus = await handle.execute_update(
+            "submit", submission, id=event_id, result_type=ApplicationStatus
+        )
+        return result
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        if isinstance(cause, ApplicationError) and cause.type:
+            raise DomainError(cause.type, cause.message) from None
+        raise
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    status = await application_status(client, cycle_id, application_id)
+    raise DomainError(
+        "APPLICATION_CLOSED",
+        f"申报 {application_id} 已办结（{status.state_label}），不能再执行操作",
+        state=status.state.value,
+    )
+
+
 def deadline_change_id(change: DeadlineChange) -> str:
     """The update id of a cycle-wide change: the same change, rerun, applies once."""
     digest = hashlib.sha256(change.model_dump_json().encode()).hexdigest()[:24]
@@ -266,4 +361,6 @@ __all__ = [
     "extend_cycle_deadlines",
     "list_applications",
     "perform",
+    "start_application",
+    "submit_application",
 ]

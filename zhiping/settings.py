@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path("var")
@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     notification_channel: str = "log"
     """Where notifications go after the outbox: ``log`` (the default) or ``none``."""
     data_dir: Path = DATA_DIR
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_tokens: dict[str, str] = Field(default_factory=dict)
+    """Bearer token → ``role[:subject]`` (JSON in ``ZHIPING_API_TOKENS``), e.g.
+    ``{"t-ops": "ops", "t-a1": "applicant:A1"}``; an applicant's subject is its application id."""
 
 
 @lru_cache

@@ -1,0 +1,559 @@
+"""The HTTP API for integrations and ops (FastAPI; OpenAPI at ``/docs``).
+
+Like the CLI it only starts, updates and queries workflows and reads the SQL read model,
+all through :mod:`zhiping.service`: the workflow stays the single writer of an application.
+
+Every caller presents a bearer token from ``Settings.api_tokens``; its role decides what it
+may do (:data:`ACTION_ROLES`), reviewers and the committee only ever see :func:`blind`
+data, and every error is ``{"code", "message" (zh-CN), "details"}``.
+"""
+
+import asyncio
+import hmac
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import Database
+from models.clock import CycleClock
+from models.commands import ApplicationStatus, DeadlineChange, SubmitInput
+from models.errors import DomainError
+from models.lifecycle import State
+from models.policy import CyclePolicy, Level, load_policy
+from zhiping import service
+from zhiping.client import connect
+from zhiping.settings import Settings, get_settings
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CycleId = Annotated[str, Path(pattern=NAME, description="评审周期编号")]
+ApplicationId = Annotated[str, Path(pattern=NAME, description="申报编号")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="重复提交同一键只执行一次（用作工作流更新 ID）",
+    ),
+]
+
+
+class Role(StrEnum):
+    applicant = "applicant"
+    employer = "employer"
+    reviewer = "reviewer"
+    committee = "committee"
+    ops = "ops"
+    integration = "integration"
+
+
+ALL_ROLES = frozenset(Role)
+ACTION_ROLES: dict[str, frozenset[Role]] = {
+    "submit": frozenset({Role.applicant, Role.integration, Role.ops}),
+    "return_for_revision": frozenset({Role.reviewer, Role.ops}),
+    "accept": frozenset({Role.reviewer, Role.ops}),
+    "record_payment": frozenset({Role.integration, Role.ops}),
+    "withdraw": frozenset({Role.applicant, Role.ops}),
+    **{
+        action: frozenset({Role.ops})
+        for action in service.ACTIONS
+        if action not in {"return_for_revision", "accept", "record_payment", "withdraw"}
+    },
+}
+"""Who may send each action. ``ops`` may do everything; reads are open to every role
+(an applicant only its own application)."""
+CREATE_ROLES = frozenset({Role.integration, Role.ops})
+LIST_ROLES = ALL_ROLES - {Role.applicant}
+BLIND_ROLES = frozenset({Role.reviewer, Role.committee})
+PERSONAL_FIELDS = frozenset(
+    {
+        "name",
+        "full_name",
+        "id_number",
+        "person_key",
+        "photo",
+        "photo_url",
+        "employer",
+        "work_unit",
+        "phone",
+        "email",
+        "address",
+    }
+)
+"""Keys that never reach a reviewer or the committee, wherever they appear."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a role and, for an applicant, its application id."""
+
+    role: Role
+    subject: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who the workflow's history names: the caller's role, not what the body claims."""
+        return f"{self.role}:{self.subject}" if self.subject else self.role.value
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="稳定的英文错误码")
+    message: str = Field(description="中文说明")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class NewApplication(BaseModel):
+    application_id: str = Field(pattern=NAME)
+    level: Level
+    id_number: str = Field(
+        min_length=18,
+        max_length=18,
+        description="身份证号码：只保存其带密钥的哈希，不存储、不回显",
+        json_schema_extra={"writeOnly": True},
+    )
+    clock: CycleClock | None = Field(
+        default=None, description="演练时钟（培训、演示）；省略即真实时间"
+    )
+
+
+class DeadlineExtensionResult(BaseModel):
+    cycle_id: str
+    event_id: str
+    changed: list[str]
+
+
+def blind(data: Any) -> Any:
+    """The one rule for what reviewers and the committee see: no personal field, anywhere.
+
+    ``data`` is JSON-like (dicts, lists, scalars); the same shape comes back without any
+    key of :data:`PERSONAL_FIELDS`.
+    """
+    if isinstance(data, dict):
+        return {k: blind(v) for k, v in data.items() if k not in PERSONAL_FIELDS}
+    if isinstance(data, list):
+        return [blind(item) for item in data]
+    return data
+
+
+def _present(principal: Principal, data: Any, status_code: int = 200) -> JSONResponse:
+    content = jsonable_encoder(data)
+    if principal.role in BLIND_ROLES:
+        content = blind(content)
+    return JSONResponse(content, status_code=status_code)
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any]) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, details=details)
+    return JSONResponse(jsonable_encoder(body), status_code=status)
+
+
+class _Backend:
+    """The Temporal client and the read model, opened on first use (and so reported as
+    503 rather than failing the app when Temporal is down)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._db: Database | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await connect(self.settings)
+                except RuntimeError as error:
+                    raise TemporalUnavailable(str(error)) from error
+            return self._client
+
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database.from_url(self.settings.database_url)
+        return self._db
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._db.dispose()
+            self._db = None
+
+
+class TemporalUnavailable(Exception):
+    """Temporal could not be reached."""
+
+
+def _parse_tokens(tokens: dict[str, str]) -> dict[str, Principal]:
+    principals: dict[str, Principal] = {}
+    for token, spec in tokens.items():
+        role, _, subject = spec.partition(":")
+        try:
+            principals[token] = Principal(Role(role), subject or None)
+        except ValueError:
+            raise ValueError(f"api_tokens: unknown role {role!r}") from None
+        if principals[token].role is Role.applicant and not subject:
+            raise ValueError("api_tokens: an applicant token needs its application id")
+    return principals
+
+
+_bearer = HTTPBearer(auto_error=False, description="令牌对应角色：role[:subject]")
+
+
+def _policy(cycle_id: str) -> CyclePolicy:
+    try:
+        return load_policy(cycle_id)
+    except FileNotFoundError:
+        raise DomainError(
+            "CYCLE_NOT_FOUND", f"未找到评审周期 {cycle_id} 的政策文件", cycle_id=cycle_id
+        ) from None
+
+
+def _domain_status(code: str) -> int:
+    if code in {"APPLICATION_NOT_FOUND", "CYCLE_NOT_FOUND"}:
+        return 404
+    if code in {"TRANSITION_NOT_ALLOWED", "APPLICATION_CLOSED", "APPLICATION_EXISTS"}:
+        return 409
+    return 422
+
+
+def _validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Where and why, never the input itself (it may be an ID number)."""
+    return [
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": e.get("msg"),
+            "type": e.get("type"),
+        }
+        for e in errors
+    ]
+
+
+def _infrastructure(error: BaseException) -> JSONResponse:
+    if isinstance(error, TemporalUnavailable) or (
+        isinstance(error, RPCError)
+        and error.status in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+    ):
+        return _error(503, "TEMPORAL_UNAVAILABLE", "工作流服务暂不可用，请稍后重试", {})
+    return _error(500, "INTERNAL_ERROR", "服务内部错误，请稍后重试或联系运维", {})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings``: its Temporal server, read model, tokens and secret."""
+    principals = _parse_tokens(settings.api_tokens)
+    backend = _Backend(settings)
+    secret = settings.person_key_secret.get_secret_value().encode()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await backend.aclose()
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422, 503)
+    }
+    app = FastAPI(
+        title="职评 zhiping API",
+        description="职称评审申报：创建、查询、操作与评审周期（每份申报是一个 Temporal 工作流）",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=error_responses,
+    )
+    app.state.backend = backend
+
+    async def authenticate(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise ApiError(401, "UNAUTHENTICATED", "缺少访问令牌（Authorization: Bearer …）")
+        for token, principal in principals.items():
+            if hmac.compare_digest(token.encode(), credentials.credentials.encode()):
+                return principal
+        raise ApiError(401, "UNAUTHENTICATED", "访问令牌无效")
+
+    def allow(roles: frozenset[Role]) -> Callable[[Principal], Awaitable[Principal]]:
+        async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+            if principal.role not in roles:
+                raise ApiError(
+                    403,
+                    "FORBIDDEN",
+                    f"角色“{principal.role}”无权执行此操作",
+                    role=principal.role.value,
+                    allowed_roles=sorted(roles),
+                )
+            return principal
+
+        return check
+
+    def own(principal: Principal, application_id: str) -> None:
+        if principal.role is Role.applicant and principal.subject != application_id:
+            raise ApiError(403, "NOT_OWN_APPLICATION", "申报人只能查看和操作本人的申报")
+
+    # -- errors ------------------------------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.code, error.message, error.details)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, error: DomainError) -> JSONResponse:
+        return _error(_domain_status(error.code), error.code, error.message, error.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        details = {"errors": _validation_errors(error.errors())}
+        return _error(422, "INVALID_INPUT", "请求参数不合法", details)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_model(_: Request, error: ValidationError) -> JSONResponse:
+        details = {"errors": _validation_errors(error.errors())}
+        return _error(422, "INVALID_INPUT", "请求参数不合法", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        codes = {
+            404: ("NOT_FOUND", "请求的资源不存在"),
+            405: ("METHOD_NOT_ALLOWED", "不支持该请求方法"),
+        }
+        code, message = codes.get(error.status_code, ("HTTP_ERROR", "请求无法处理"))
+        return _error(error.status_code, code, message, {})
+
+    @app.middleware("http")
+    async def infrastructure_failures(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        try:
+            return await call_next(request)
+        except Exception as error:
+            return _infrastructure(error)
+
+    # -- cycles ------------------------------------------------------------------------------
+
+    @app.get("/cycles/{cycle_id}", response_model=CyclePolicy, tags=["cycles"])
+    async def get_cycle(
+        cycle_id: CycleId, principal: Annotated[Principal, Depends(allow(ALL_ROLES))]
+    ) -> JSONResponse:
+        """评审周期的政策：日期、费用、限额（来自政策文件）。"""
+        return _present(principal, _policy(cycle_id))
+
+    @app.post(
+        "/cycles/{cycle_id}/deadline-extensions",
+        response_model=DeadlineExtensionResult,
+        tags=["cycles"],
+    )
+    async def extend_deadlines(
+        cycle_id: CycleId,
+        change: DeadlineChange,
+        principal: Annotated[Principal, Depends(allow(frozenset({Role.ops})))],
+    ) -> JSONResponse:
+        """延长本周期所有在办申报的期限（只能延长）；同一变更重复提交只生效一次。"""
+        _policy(cycle_id)
+        change = change.model_copy(update={"actor": principal.actor})
+        changed = await service.extend_cycle_deadlines(
+            await backend.client(), backend.db(), cycle_id, change
+        )
+        result = DeadlineExtensionResult(
+            cycle_id=cycle_id, event_id=service.deadline_change_id(change), changed=changed
+        )
+        return _present(principal, result)
+
+    # -- applications ------------------------------------------------------------------------
+
+    @app.post(
+        "/cycles/{cycle_id}/applications",
+        response_model=ApplicationStatus,
+        status_code=201,
+        tags=["applications"],
+    )
+    async def create_application(
+        cycle_id: CycleId,
+        new: NewApplication,
+        principal: Annotated[Principal, Depends(allow(CREATE_ROLES))],
+    ) -> JSONResponse:
+        """创建申报（启动工作流）。身份证号码只用于计算带密钥的哈希。"""
+        _policy(cycle_id)
+        status = await service.start_application(
+            await backend.client(),
+            settings.task_queue,
+            cycle_id,
+            new.application_id,
+            new.level,
+            new.id_number,
+            secret,
+            created_by=principal.actor,
+            clock=new.clock,
+        )
+        return _present(principal, status, status_code=201)
+
+    @app.get(
+        "/cycles/{cycle_id}/applications",
+        response_model=list[service.ApplicationRow],
+        tags=["applications"],
+    )
+    async def list_applications(
+        cycle_id: CycleId,
+        principal: Annotated[Principal, Depends(allow(LIST_ROLES))],
+        stage: State | None = None,
+        level: Level | None = None,
+        overdue: Annotated[bool, Query(description="已有期限过期")] = False,
+        due_within_days: Annotated[
+            float | None, Query(ge=0, le=3650, description="N 天内有期限到期")
+        ] = None,
+        now: Annotated[
+            datetime | None, Query(description="比较用的时间（带时区）；默认现在")
+        ] = None,
+    ) -> JSONResponse:
+        """本周期的申报（读模型），可按阶段、级别、逾期、临近期限筛选。"""
+        if now is not None and now.tzinfo is None:
+            raise ApiError(422, "INVALID_INPUT", "时间必须带时区，例如 +08:00", field="now")
+        moment = now or datetime.now(UTC)
+        within = timedelta(days=due_within_days) if due_within_days is not None else None
+        try:
+            if within is not None:
+                _ = moment + within  # refuse a window past datetime.max up front
+        except OverflowError:
+            raise ApiError(422, "INVALID_INPUT", "时间超出范围", field="now") from None
+        rows = await service.list_applications(
+            backend.db(),
+            cycle=cycle_id,
+            stage=stage.value if stage else None,
+            level=level.value if level else None,
+            overdue=overdue,
+            due_within=within,
+            now=moment,
+        )
+        return _present(principal, rows)
+
+    @app.get(
+        "/cycles/{cycle_id}/applications/{application_id}",
+        response_model=ApplicationStatus,
+        tags=["applications"],
+    )
+    async def get_application(
+        cycle_id: CycleId,
+        application_id: ApplicationId,
+        principal: Annotated[Principal, Depends(allow(ALL_ROLES))],
+    ) -> JSONResponse:
+        """一份申报的当前状态、期限、可执行操作与时间线。"""
+        own(principal, application_id)
+        status = await service.application_status(await backend.client(), cycle_id, application_id)
+        return _present(principal, status)
+
+    async def act(
+        cycle_id: str,
+        application_id: str,
+        action: str,
+        body: BaseModel,
+        principal: Principal,
+        idempotency_key: str | None,
+    ) -> JSONResponse:
+        own(principal, application_id)
+        client = await backend.client()
+        if "actor" in type(body).model_fields:
+            body = body.model_copy(update={"actor": principal.actor})
+        try:
+            if isinstance(body, SubmitInput):
+                status = await service.submit_application(
+                    client, cycle_id, application_id, body, idempotency_key
+                )
+            else:
+                status = await service.perform(
+                    client, cycle_id, application_id, action, body, idempotency_key
+                )
+        except DomainError as error:
+            if error.code not in {"TRANSITION_NOT_ALLOWED", "APPLICATION_CLOSED"}:
+                raise
+            now = await service.application_status(client, cycle_id, application_id)
+            raise ApiError(
+                409,
+                error.code,
+                error.message,
+                action=action,
+                state=now.state.value,
+                state_label=now.state_label,
+                allowed_actions=now.allowed_actions,
+            ) from None
+        return _present(principal, status)
+
+    def add_action(action: str, model: type[BaseModel]) -> None:
+        roles = ACTION_ROLES[action]
+
+        async def endpoint(
+            cycle_id: CycleId,
+            application_id: ApplicationId,
+            body: Any,
+            principal: Annotated[Principal, Depends(allow(roles))],
+            idempotency_key: IdempotencyKey = None,
+        ) -> JSONResponse:
+            return await act(cycle_id, application_id, action, body, principal, idempotency_key)
+
+        signature = inspect.signature(endpoint)
+        endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[
+                p.replace(annotation=model) if p.name == "body" else p
+                for p in signature.parameters.values()
+            ]
+        )
+        app.post(
+            f"/cycles/{{cycle_id}}/applications/{{application_id}}/actions/{action}",
+            response_model=ApplicationStatus,
+            tags=["actions"],
+            name=action,
+            summary=f"{action}（{'、'.join(sorted(roles))}）",
+        )(endpoint)
+
+    add_action("submit", SubmitInput)
+    for action, model in service.ACTIONS.items():
+        add_action(action, model)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory zhiping.api:app_from_env``: settings from ``ZHIPING_*``."""
+    return create_app(get_settings())
+
+
+def serve() -> None:
+    """Serve the API on ``api_host:api_port`` (``python -m zhiping.api``)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+
+
+if __name__ == "__main__":
+    serve()
+
+
+__all__ = [
+    "ACTION_ROLES",
+    "PERSONAL_FIELDS",
+    "Principal",
+    "Role",
+    "app_from_env",
+    "blind",
+    "create_app",
+]
