@@ -164,10 +164,22 @@ async def perform(
         raise DomainError("UNKNOWN_ACTION", f"未知的操作：{action}", action=action)
     if not isinstance(payload, expected):
         raise TypeError(f"{action} takes {expected.__name__}, not {type(payload).__name__}")
+    return await _update(client, cycle_id, application_id, action, payload, event_id)
+
+
+async def _update(
+    client: Client,
+    cycle_id: str,
+    application_id: str,
+    update: str,
+    payload: BaseModel,
+    event_id: str | None,
+) -> ApplicationStatus:
+    """One update to an application's workflow, refusals turned into ``DomainError``."""
     handle = client.get_workflow_handle(application_workflow_id(cycle_id, application_id))
     try:
         result: ApplicationStatus = await handle.execute_update(
-            action, payload, id=event_id, result_type=ApplicationStatus
+            update, payload, id=event_id, result_type=ApplicationStatus
         )
         return result
     except WorkflowUpdateFailedError as error:
@@ -256,26 +268,7 @@ async def submit_application(
     event_id: str | None = None,
 ) -> ApplicationStatus:
     """The applicant's ``submit`` (through the platform); refusals as in :func:`perform`."""
-    handle = client.get_workflow_handle(application_workflow_id(cycle_id, application_id))
-    try:
-        result: ApplicationStatus = await handle.execute_update(
-            "submit", submission, id=event_id, result_type=ApplicationStatus
-        )
-        return result
-    except WorkflowUpdateFailedError as error:
-        cause = error.cause
-        if isinstance(cause, ApplicationError) and cause.type:
-            raise DomainError(cause.type, cause.message) from None
-        raise
-    except RPCError as error:
-        if error.status is not RPCStatusCode.NOT_FOUND:
-            raise
-    status = await application_status(client, cycle_id, application_id)
-    raise DomainError(
-        "APPLICATION_CLOSED",
-        f"申报 {application_id} 已办结（{status.state_label}），不能再执行操作",
-        state=status.state.value,
-    )
+    return await _update(client, cycle_id, application_id, "submit", submission, event_id)
 
 
 def deadline_change_id(change: DeadlineChange) -> str:
