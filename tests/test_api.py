@@ -8,6 +8,7 @@ policy's dates are in the future for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from models.clock import CycleClock
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from tests.conftest import SECRET
 from worker import build_worker
-from zhiping.api import PERSONAL_FIELDS, blind, create_app
+from zhiping.api import PERSONAL_FIELDS, blind, create_app, event_signature
 from zhiping.samples import complete_dossier
 from zhiping.settings import Settings
 
@@ -41,6 +42,7 @@ TOKENS = {
     "t-a1": "applicant:A1",
     "t-a2": "applicant:A2",
 }
+EVENT_SECRETS = {"platform": "s-platform-0123", "payment": "s-payment-4567"}
 ROLE_TOKEN = {spec.replace(":", "-"): token for token, spec in TOKENS.items()}
 
 
@@ -90,6 +92,38 @@ class Api:
     def dossier(self, level: Level = Level.intermediate) -> Any:
         return {"dossier": complete_dossier(self.policy, level).model_dump(mode="json")}
 
+    async def event(
+        self,
+        source: str,
+        event_id: str,
+        event_type: str,
+        data: Any,
+        *,
+        secret: str | None = None,
+        role: str = "integration",
+    ) -> httpx.Response:
+        """POST one structured CloudEvent, signed with ``source``'s secret (or ``secret``)."""
+        body = json.dumps(
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": source,
+                "type": event_type,
+                "datacontenttype": "application/json",
+                "data": data,
+            }
+        ).encode()
+        signature = event_signature(secret or EVENT_SECRETS[source], body)
+        return await self.http.post(
+            "/events",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {ROLE_TOKEN[role]}",
+                "Content-Type": "application/cloudevents+json",
+                "X-Zhiping-Signature": signature,
+            },
+        )
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(
@@ -102,6 +136,7 @@ async def api(
         task_queue=task_queue,
         person_key_secret=SecretStr(SECRET.decode()),
         api_tokens=TOKENS,
+        event_secrets={source: SecretStr(secret) for source, secret in EVENT_SECRETS.items()},
     )
     app = create_app(settings)
     worker = build_worker(dev_env.client, ZhipingActivities(db, NullChannel()), task_queue)
@@ -345,3 +380,106 @@ async def test_temporal_unreachable_is_503(tmp_path: Path) -> None:
         )
     assert response.status_code == 503
     assert response.json()["code"] == "TEMPORAL_UNAVAILABLE"
+
+
+async def test_cloudevents_apply_once_each(api: Api) -> None:
+    created = {
+        "cycle_id": CYCLE,
+        "application_id": "E1",
+        "level": "intermediate",
+        "id_number": "653001198001010011",
+        "clock": api.clock.model_dump(mode="json"),
+    }
+    submitted = {"cycle_id": CYCLE, "application_id": "E1", **api.dossier()}
+    fee = api.policy.fee_for(Level.intermediate)
+    paid = {
+        "cycle_id": CYCLE,
+        "application_id": "E1",
+        "transaction_id": "PAY-1",
+        "amount": str(fee),
+        "channel": "bank",
+    }
+    steps = [
+        ("platform", "evt-1", "cn.zhiping.application.created", created, 201, "draft"),
+        ("platform", "evt-2", "cn.zhiping.application.submitted", submitted, 200, "under_review"),
+    ]
+    for source, event_id, event_type, data, code, state in steps:
+        first = await api.event(source, event_id, event_type, data)
+        again = await api.event(source, event_id, event_type, data)
+        assert first.status_code == again.status_code == code, first.text
+        assert first.json() == again.json()
+        assert first.json()["state"] == state
+    accepted = await api.call("POST", api.path("E1", "accept"), "reviewer", {})
+    assert accepted.status_code == 200 and accepted.json()["state"] == "fee_due"
+
+    # A bad signature, none at all, an unknown source: refused, nothing paid.
+    refusals = [
+        await api.event("payment", "pay-1", "cn.zhiping.payment.confirmed", paid, secret="x"),
+        await api.event("nobody", "pay-1", "cn.zhiping.payment.confirmed", paid, secret="x"),
+        await api.http.post(
+            "/events",
+            json={"specversion": "1.0", "id": "p", "source": "payment", "type": "t", "data": {}},
+            headers={"Authorization": "Bearer t-int"},
+        ),
+    ]
+    for refused in refusals:
+        assert refused.status_code == 401 and refused.json()["code"] == "BAD_SIGNATURE"
+    # Only integration may send events, even correctly signed.
+    by_ops = await api.event("payment", "pay-1", "cn.zhiping.payment.confirmed", paid, role="ops")
+    assert by_ops.status_code == 403
+    shown = await api.call("GET", api.path("E1"), "ops")
+    assert shown.json()["state"] == "fee_due" and shown.json()["fee_paid"] is False
+
+    first = await api.event("payment", "pay-1", "cn.zhiping.payment.confirmed", paid)
+    again = await api.event("payment", "pay-1", "cn.zhiping.payment.confirmed", paid)
+    assert first.status_code == again.status_code == 200, first.text
+    assert first.json() == again.json()
+    assert first.json()["state"] == "awaiting_meeting" and first.json()["fee_paid"] is True
+
+    history = (await api.call("GET", api.path("E1"), "ops")).json()["history"]
+    triggers = [h["trigger"] for h in history if h["actor"] != "system"]
+    assert triggers == ["create", "submit", "accept", "record_payment"], history
+
+    # The same id from another source is another event: a second payment is refused (409).
+    second = {**paid, "transaction_id": "PAY-2"}
+    other = await api.event("platform", "pay-1", "cn.zhiping.payment.confirmed", second)
+    assert other.status_code == 409 and other.json()["details"]["state"] == "awaiting_meeting"
+    # Creating an existing application by a new event is still a creation of it: no second
+    # workflow, the same application answers.
+    recreated = await api.event("platform", "evt-9", "cn.zhiping.application.created", created)
+    assert recreated.status_code == 201 and recreated.json()["state"] == "awaiting_meeting"
+
+
+async def test_cloudevents_refused_in_the_error_shape(api: Api) -> None:
+    unknown = await api.event("platform", "u-1", "cn.zhiping.application.deleted", {})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "UNKNOWN_EVENT_TYPE"
+    bad_data = await api.event(
+        "payment",
+        "p-1",
+        "cn.zhiping.payment.confirmed",
+        {"cycle_id": CYCLE, "application_id": "E2", "transaction_id": "T", "amount": "abc"},
+    )
+    assert bad_data.status_code == 422 and bad_data.json()["code"] == "INVALID_INPUT"
+    missing = await api.event(
+        "payment",
+        "p-2",
+        "cn.zhiping.payment.confirmed",
+        {"cycle_id": CYCLE, "application_id": "E2", "transaction_id": "T", "amount": "1.00"},
+    )
+    assert missing.status_code == 404 and missing.json()["code"] == "APPLICATION_NOT_FOUND"
+    for body in (b"{", b"[]", b'{"specversion": "0.3", "source": "platform"}'):
+        response = await api.http.post(
+            "/events",
+            content=body,
+            headers={
+                "Authorization": "Bearer t-int",
+                "Content-Type": "application/cloudevents+json",
+                "X-Zhiping-Signature": event_signature(EVENT_SECRETS["platform"], body),
+            },
+        )
+        assert response.status_code in {401, 422}, (body, response.text)
+        assert set(response.json()) == {"code", "message", "details"}
+    wrong_type = await api.http.post(
+        "/events", content=b"x", headers={"Authorization": "Bearer t-int"}
+    )
+    assert wrong_type.status_code == 415

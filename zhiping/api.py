@@ -9,28 +9,32 @@ data, and every error is ``{"code", "message" (zh-CN), "details"}``.
 """
 
 import asyncio
+import hashlib
 import hmac
 import inspect
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import Database
 from models.clock import CycleClock
-from models.commands import ApplicationStatus, DeadlineChange, SubmitInput
+from models.commands import ApplicationStatus, DeadlineChange, PaymentInput, SubmitInput
+from models.dossier import Dossier
 from models.errors import DomainError
 from models.lifecycle import State
 from models.policy import CyclePolicy, Level, load_policy
@@ -137,6 +141,66 @@ class NewApplication(BaseModel):
     clock: CycleClock | None = Field(
         default=None, description="演练时钟（培训、演示）；省略即真实时间"
     )
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event in structured JSON mode (``application/cloudevents+json``)."""
+
+    model_config = ConfigDict(extra="allow")  # extension attributes are allowed and ignored
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=200, description="事件编号：同一来源内唯一")
+    source: str = Field(min_length=1, max_length=200, description="来源，决定验签密钥")
+    type: str = Field(min_length=1, max_length=200)
+    datacontenttype: str | None = None
+    subject: str | None = None
+    time: datetime | None = None
+    data: dict[str, Any]
+
+
+class ApplicationCreated(NewApplication):
+    """``cn.zhiping.application.created``: the create body and its cycle."""
+
+    cycle_id: str = Field(pattern=NAME)
+
+
+class ApplicationSubmitted(BaseModel):
+    """``cn.zhiping.application.submitted``."""
+
+    cycle_id: str = Field(pattern=NAME)
+    application_id: str = Field(pattern=NAME)
+    dossier: Dossier
+
+
+class PaymentConfirmed(BaseModel):
+    """``cn.zhiping.payment.confirmed``."""
+
+    cycle_id: str = Field(pattern=NAME)
+    application_id: str = Field(pattern=NAME)
+    transaction_id: str = Field(min_length=1, max_length=128)
+    amount: Decimal = Field(max_digits=12, decimal_places=2)
+    channel: str = Field(default="qr", pattern=r"^(qr|bank)$")
+
+
+EVENT_CREATED = "cn.zhiping.application.created"
+EVENT_SUBMITTED = "cn.zhiping.application.submitted"
+EVENT_PAYMENT = "cn.zhiping.payment.confirmed"
+EVENT_TYPES = (EVENT_CREATED, EVENT_SUBMITTED, EVENT_PAYMENT)
+EVENT_ROLES = frozenset({Role.integration})
+EVENT_MEDIA_TYPES = frozenset({"application/cloudevents+json", "application/json"})
+
+
+def event_signature(secret: str | bytes, body: bytes) -> str:
+    """The ``X-Zhiping-Signature`` value for ``body``: ``sha256=`` and the HMAC in hex."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _signature_ok(secret: SecretStr | None, body: bytes, header: str | None) -> bool:
+    if secret is None or header is None:
+        return False
+    expected = event_signature(secret.get_secret_value(), body)
+    return hmac.compare_digest(expected.encode(), header.strip().lower().encode())
 
 
 class DeadlineExtensionResult(BaseModel):
@@ -393,18 +457,37 @@ def create_app(settings: Settings) -> FastAPI:
         principal: Annotated[Principal, Depends(allow(CREATE_ROLES))],
     ) -> JSONResponse:
         """创建申报（启动工作流）。身份证号码只用于计算带密钥的哈希。"""
+        return await create(cycle_id, new, principal)
+
+    async def create(
+        cycle_id: str, new: NewApplication, principal: Principal, *, replay: bool = False
+    ) -> JSONResponse:
+        """Start the workflow; with ``replay`` (an event) an existing one answers as if just
+        started, with its creation's time as ``now``."""
         _policy(cycle_id)
-        status = await service.start_application(
-            await backend.client(),
-            settings.task_queue,
-            cycle_id,
-            new.application_id,
-            new.level,
-            new.id_number,
-            secret,
-            created_by=principal.actor,
-            clock=new.clock,
-        )
+        client = await backend.client()
+        try:
+            status = await service.start_application(
+                client,
+                settings.task_queue,
+                cycle_id,
+                new.application_id,
+                new.level,
+                new.id_number,
+                secret,
+                created_by=principal.actor,
+                clock=new.clock,
+            )
+        except DomainError as error:
+            if not (replay and error.code == "APPLICATION_EXISTS"):
+                raise
+            status = await service.application_status(client, cycle_id, new.application_id)
+        if replay:
+            # One answer for every delivery of the event: the status as of its creation's
+            # clock, not as of this (re)delivery.
+            created_at = next((h.at for h in status.history if h.trigger == "create"), None)
+            if created_at is not None:
+                status = status.model_copy(update={"now": created_at})
         return _present(principal, status, status_code=201)
 
     @app.get(
@@ -528,6 +611,89 @@ def create_app(settings: Settings) -> FastAPI:
     for action, model in service.ACTIONS.items():
         add_action(action, model)
 
+    # -- inbound events ----------------------------------------------------------------------
+
+    @app.post(
+        "/events",
+        response_model=ApplicationStatus,
+        tags=["events"],
+        responses={201: {"model": ApplicationStatus}, 415: {"model": ErrorBody}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/cloudevents+json": {"schema": CloudEvent.model_json_schema()}
+                },
+            }
+        },
+    )
+    async def receive_event(
+        request: Request,
+        principal: Annotated[Principal, Depends(allow(EVENT_ROLES))],
+        signature: Annotated[
+            str | None,
+            Header(
+                alias="X-Zhiping-Signature",
+                max_length=200,
+                description="sha256=<原始请求体的 HMAC-SHA256（十六进制），密钥按事件来源>",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        """接收申报平台与支付渠道的 CloudEvents 1.0 事件（结构化 JSON），验签后按
+        ``source:id`` 只执行一次：重复投递得到同样的应答，不产生第二次效果。
+
+        类型：``cn.zhiping.application.created``（201）、``cn.zhiping.application.submitted``、
+        ``cn.zhiping.payment.confirmed``。
+        """
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in EVENT_MEDIA_TYPES:
+            raise ApiError(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "事件须为 application/cloudevents+json（结构化 JSON）",
+                allowed=sorted(EVENT_MEDIA_TYPES),
+            )
+        raw = await request.body()
+        try:
+            envelope = json.loads(raw)
+        except (ValueError, RecursionError):
+            envelope = None
+        source = envelope.get("source") if isinstance(envelope, dict) else None
+        key = settings.event_secrets.get(source) if isinstance(source, str) else None
+        if not _signature_ok(key, raw, signature):
+            raise ApiError(401, "BAD_SIGNATURE", "事件签名缺失或无效（X-Zhiping-Signature）")
+        event = CloudEvent.model_validate(envelope)
+        event_id = f"{event.source}:{event.id}"
+        if event.type == EVENT_CREATED:
+            created = ApplicationCreated.model_validate(event.data)
+            return await create(created.cycle_id, created, principal, replay=True)
+        if event.type == EVENT_SUBMITTED:
+            submitted = ApplicationSubmitted.model_validate(event.data)
+            submission = SubmitInput(dossier=submitted.dossier)
+            return await act(
+                submitted.cycle_id,
+                submitted.application_id,
+                "submit",
+                submission,
+                principal,
+                event_id,
+            )
+        if event.type == EVENT_PAYMENT:
+            paid = PaymentConfirmed.model_validate(event.data)
+            payment = PaymentInput(
+                transaction_id=paid.transaction_id, amount=paid.amount, channel=paid.channel
+            )
+            return await act(
+                paid.cycle_id, paid.application_id, "record_payment", payment, principal, event_id
+            )
+        raise ApiError(
+            422,
+            "UNKNOWN_EVENT_TYPE",
+            f"不支持的事件类型：{event.type}",
+            type=event.type,
+            supported=list(EVENT_TYPES),
+        )
+
     return app
 
 
@@ -550,10 +716,13 @@ if __name__ == "__main__":
 
 __all__ = [
     "ACTION_ROLES",
+    "EVENT_TYPES",
     "PERSONAL_FIELDS",
+    "CloudEvent",
     "Principal",
     "Role",
     "app_from_env",
     "blind",
     "create_app",
+    "event_signature",
 ]

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     api_tokens: dict[str, str] = Field(default_factory=dict)
     """Bearer token → ``role[:subject]`` (JSON in ``ZHIPING_API_TOKENS``), e.g.
     ``{"t-ops": "ops", "t-a1": "applicant:A1"}``; an applicant's subject is its application id."""
+    event_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    """CloudEvent ``source`` → HMAC-SHA256 secret of its ``POST /events`` (JSON in
+    ``ZHIPING_EVENT_SECRETS``), e.g. ``{"platform": "…", "payment": "…"}``."""
 
 
 @lru_cache
