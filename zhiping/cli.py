@@ -71,9 +71,31 @@ async def _up(settings: Settings, ui_port: int) -> None:
         )
         console.print(f"Temporal UI：http://127.0.0.1:{ui_port}")
         console.print(f"工作进程：任务队列 {settings.task_queue}；读模型：{settings.database_url}")
+        import uvicorn
+
+        from zhiping.api import create_app
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.api_host,
+                port=settings.api_port,
+                log_level="warning",
+            )
+        )
+        api = asyncio.create_task(server.serve())
+        console.print(
+            f"HTTP API：http://{settings.api_host}:{settings.api_port}"
+            f"（文档 /docs，接口描述 /openapi.json）"
+        )
         console.print("按 Ctrl-C 停止。以下为实时状态变更：")
         stop = asyncio.Event()
-        await follow_transitions(settings, _print_transition, stop)
+        try:
+            await follow_transitions(settings, _print_transition, stop)
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await api
 
 
 async def _demo(settings: Settings, ui_port: int) -> None:
