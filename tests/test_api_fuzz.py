@@ -8,6 +8,7 @@ bounded number of generated requests with an ops token (``/events``: integration
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import tempfile
 import threading
@@ -39,6 +40,7 @@ class _Stack:
     """The dev server and a worker on their own event loop, until ``stop``."""
 
     def __init__(self, data: Path) -> None:
+        self.data = data
         self.database_url = f"sqlite+aiosqlite:///{data}/zhiping.db"
         self.task_queue = f"fuzz-{uuid.uuid4()}"
         self.port = _free_port()
@@ -84,6 +86,7 @@ class _Stack:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(60)
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def _free_port() -> int:
