@@ -19,11 +19,13 @@ from typing import Any
 import httpx
 import pytest_asyncio
 from pydantic import SecretStr
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities import Database, ZhipingActivities
 from activities.notifications import NullChannel
 from models.clock import CycleClock
+from models.commands import application_workflow_id
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from tests.conftest import SECRET
 from worker import build_worker
@@ -52,6 +54,7 @@ class Api:
     policy: CyclePolicy
     db: Database
     clock: CycleClock
+    client: Client
 
     def path(self, application_id: str | None = None, action: str | None = None) -> str:
         path = f"/cycles/{CYCLE}/applications"
@@ -146,7 +149,7 @@ async def api(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
     ):
         try:
-            yield Api(http, policy, db, clock)
+            yield Api(http, policy, db, clock, dev_env.client)
         finally:
             await app.state.backend.aclose()
 
@@ -275,6 +278,15 @@ async def test_each_role_does_only_what_it_may(api: Api) -> None:
     # The applicant withdraws its own application; the state moves once.
     withdrawn = await api.call("POST", api.path("A2", "withdraw"), "applicant-A2", {})
     assert withdrawn.status_code == 200 and withdrawn.json()["state"] == "withdrawn"
+    # Once that workflow has ended, its id is not reused: a second create is refused.
+    await api.client.get_workflow_handle(application_workflow_id(CYCLE, "A2")).result()
+    reused = await api.call(
+        "POST",
+        api.path(),
+        "ops",
+        {"application_id": "A2", "level": "intermediate", "id_number": "653001198001010011"},
+    )
+    assert reused.status_code == 409 and reused.json()["code"] == "APPLICATION_EXISTS"
 
     # Ops extends the cycle's submission cutoff for every running application.
     cutoff = api.policy.deadlines.submission_cutoff.replace(day=31)

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -243,6 +244,8 @@ async def start_application(
             id=application_workflow_id(cycle_id, application_id),
             task_queue=task_queue,
             result_type=ApplicationStatus,
+            # An application id is used once per cycle, also after the application ended.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
         raise DomainError(
