@@ -114,11 +114,7 @@ class CoordinationActivities:
                 raise
         # The application has ended: did it end by this very result (a retry after success)?
         status: ApplicationStatus = await handle.query(ApplicationWorkflow.status)
-        told = any(
-            entry.trigger == "record_meeting_result"
-            and entry.actor == f"meeting:{delivery.meeting_id}"
-            for entry in status.history
-        )
+        told = _already_told(status, "record_meeting_result", f"meeting:{delivery.meeting_id}")
         return "delivered" if told else "closed"
 
     @activity.defn
@@ -212,11 +208,13 @@ class CoordinationActivities:
         )
 
 
+def _already_told(status: ApplicationStatus, trigger: str, actor: str) -> bool:
+    """Whether ``actor`` already applied ``trigger``: a retried delivery after success."""
+    return any(entry.trigger == trigger and entry.actor == actor for entry in status.history)
+
+
 def _told_defense(status: ApplicationStatus, session_id: str) -> bool:
-    return any(
-        entry.trigger == "record_defense_result" and entry.actor == defense_actor(session_id)
-        for entry in status.history
-    )
+    return _already_told(status, "record_defense_result", defense_actor(session_id))
 
 
 __all__ = ["CoordinationActivities"]

@@ -34,6 +34,7 @@ from models.commands import (
     SubmitInput,
     Withdrawal,
 )
+from models.dossier import IssueType
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from models.tables import NotificationOutbox, TransitionLog
@@ -168,6 +169,22 @@ async def test_submit_refused_by_the_validator_leaves_no_trace(harness: Harness)
     assert len(updates) == 1
     status = await handle.query(ApplicationWorkflow.status)
     assert status.state is State.under_review and status.submission_round == 1
+
+
+async def test_advisory_findings_travel_with_the_submission(harness: Harness) -> None:
+    """Rule 14: a paper in a supplement does not count, but does not block either."""
+    await harness.anchor(at(2024, 8, 20, 9, 0, 0))
+    handle = await harness.start()
+    dossier = complete_dossier(harness.policy, Level.intermediate)
+    papers = [p.model_copy(update={"issue_type": IssueType.supplement}) for p in dossier.papers]
+    status = await handle.execute_update(
+        ApplicationWorkflow.submit,
+        SubmitInput(dossier=dossier.model_copy(update={"papers": papers})),
+    )
+    assert status.state is State.under_review and status.submission_round == 1
+    assert [(f.code, f.severity.value) for f in status.findings] == [
+        ("PAPER_SPECIAL_ISSUE", "advisory")
+    ] * len(papers)
 
 
 async def test_extended_cutoff_keeps_a_waiting_application_alive(harness: Harness) -> None:
