@@ -133,6 +133,52 @@ class FraudBan(Base):
     )
 
 
+class WebhookSubscription(Base):
+    """An outbound webhook: where to POST which application events, signed with ``secret``.
+
+    Written only by the ``WebhookRegistryWorkflow``'s activity; the delivery activities read
+    it. An unsubscribed row stays (``active`` false) so its delivery log keeps its meaning.
+    """
+
+    __tablename__ = "webhook_subscriptions"
+
+    subscription_id: Mapped[str] = mapped_column(String, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Exact CloudEvent types or ``cn.zhiping.application.*``."""
+    secret: Mapped[str] = mapped_column(String)
+    """HMAC-SHA256 key of ``X-Zhiping-Signature``; never returned by the API."""
+    description: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription: its attempts and outcome, for ops and metrics."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String, index=True)
+    event_id: Mapped[str] = mapped_column(String)
+    event_type: Mapped[str] = mapped_column(String)
+    application_id: Mapped[str] = mapped_column(String, index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String, index=True)
+    """``pending`` (failing, being retried), ``delivered`` or ``dropped`` (unsubscribed)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    first_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_sub_event"),
+    )
+
+
 __all__ = [
     "Application",
     "Base",
@@ -140,4 +186,6 @@ __all__ = [
     "NotificationOutbox",
     "TransitionLog",
     "UTCDateTime",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]
