@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from activities import Database, ZhipingActivities, channel_from_name
 from activities.coordination import CoordinationActivities
+from activities.webhooks import WebhookActivities
 from workflows import WORKFLOWS
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
@@ -25,7 +26,11 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[*activities.all(), *CoordinationActivities(client).all()],
+        activities=[
+            *activities.all(),
+            *CoordinationActivities(client).all(),
+            *WebhookActivities(activities.database).all(),
+        ],
         **options,  # type: ignore[arg-type]
     )
 

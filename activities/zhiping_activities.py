@@ -29,6 +29,10 @@ class ZhipingActivities:
         self._db = db
         self._channel = channel
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
     def all(self) -> list[Callable[..., Any]]:
         """The activity callables, for ``Worker(activities=...)``."""
         return [self.record_transition, self.send_notification, self.check_ban, self.record_ban]

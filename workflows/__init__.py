@@ -3,7 +3,14 @@
 from workflows.application import ApplicationWorkflow
 from workflows.defense import DefenseSessionWorkflow
 from workflows.meeting import MeetingWorkflow
+from workflows.webhooks import WebhookRegistryWorkflow
 
-WORKFLOWS = (ApplicationWorkflow, DefenseSessionWorkflow, MeetingWorkflow)
+WORKFLOWS = (ApplicationWorkflow, DefenseSessionWorkflow, MeetingWorkflow, WebhookRegistryWorkflow)
 
-__all__ = ["WORKFLOWS", "ApplicationWorkflow", "DefenseSessionWorkflow", "MeetingWorkflow"]
+__all__ = [
+    "WORKFLOWS",
+    "ApplicationWorkflow",
+    "DefenseSessionWorkflow",
+    "MeetingWorkflow",
+    "WebhookRegistryWorkflow",
+]

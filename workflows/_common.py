@@ -22,10 +22,19 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 """Side effects must happen eventually: retry without a cap on attempts (all idempotent)."""
 
+WEBHOOK_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+)
+"""A receiver is retried until it acknowledges (or is unsubscribed): 1 s, 2 s, 4 s … then
+every 10 minutes, however long it is down."""
+
 
 def refusal(error: DomainError) -> ApplicationError:
     """A domain error as Temporal carries it: the code is the error type, the zh-CN text the message."""
     return ApplicationError(error.message, error.details, type=error.code, non_retryable=True)
 
 
-__all__ = ["ACTIVITY_RETRY", "ACTIVITY_TIMEOUT", "refusal"]
+__all__ = ["ACTIVITY_RETRY", "ACTIVITY_TIMEOUT", "WEBHOOK_RETRY", "WEBHOOK_TIMEOUT", "refusal"]

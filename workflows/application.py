@@ -16,11 +16,15 @@ reminders before the cutoff and the fee deadline. The timer always waits for the
 
 Side effects (read model, audit log, notifications, ban registry) are queued in order
 and carried out by activities from the main loop, each with a key that makes a retry
-harmless.
+harmless. Every transition is also published as a CloudEvent: routed to the webhook
+subscriptions that want it, then delivered on one lane per subscription, in order, retried
+until acknowledged. A receiver that is down delays only its own lane, and the workflow
+finishes only once every lane is empty.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +33,13 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows._common import ACTIVITY_RETRY, ACTIVITY_TIMEOUT, refusal
+from workflows._common import (
+    ACTIVITY_RETRY,
+    ACTIVITY_TIMEOUT,
+    WEBHOOK_RETRY,
+    WEBHOOK_TIMEOUT,
+    refusal,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -65,6 +75,12 @@ with workflow.unsafe.imports_passed_through():
     from models.policy import CHINA_TZ
     from models.prechecks import run_prechecks
     from models.records import BanQuery, BanRecord, BanStatus, Notification, TransitionRecord
+    from models.webhooks import (
+        ApplicationEvent,
+        DeliveryResult,
+        WebhookDeliveryInput,
+        transition_event,
+    )
     from workflows.visibility import (
         CYCLE,
         FEE_PAID,
@@ -106,7 +122,10 @@ class ApplicationWorkflow:
             ),
             inp.policy,
         )
-        self._effects: list[TransitionRecord | Notification | BanRecord] = []
+        self._effects: list[TransitionRecord | Notification | BanRecord | ApplicationEvent] = []
+        self._lanes: dict[str, list[ApplicationEvent]] = {}
+        """Outbound events per webhook subscription, oldest first."""
+        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
         self._reminded: set[str] = set()
         self._eligibility_checked = False
         self._version = 0
@@ -152,6 +171,7 @@ class ApplicationWorkflow:
                         continue
             self._act_on(due)
 
+        await workflow.wait_condition(lambda: not any(self._lanes.values()))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
 
@@ -494,7 +514,33 @@ class ApplicationWorkflow:
         template = self._template_for(entry)
         if template is not None:
             self._notify(f"transition:{entry.seq}", template, **self._params_for(entry))
+        self._publish_event(entry)
         self._version += 1
+
+    def _publish_event(self, entry: HistoryEntry) -> None:
+        """Queue the transition's CloudEvent for the webhook subscriptions."""
+        if not workflow.patched("webhooks-v1"):
+            return
+        record = self._lifecycle.record
+        self._effects.append(
+            transition_event(
+                workflow_id=workflow.info().workflow_id,
+                cycle_id=record.cycle_id,
+                application_id=record.application_id,
+                level=record.level.value,
+                seq=entry.seq,
+                trigger=entry.trigger,
+                source=entry.source.value,
+                dest=entry.dest.value,
+                dest_label=entry.dest.label,
+                actor=entry.actor,
+                reason=entry.reason,
+                at=entry.at,
+                submission_round=record.submission_round,
+                fee_paid=record.fee_paid,
+                deadlines=self._lifecycle.pending_deadlines(),
+            )
+        )
 
     def _publish_visibility(self) -> None:
         """Keep the search attributes in step with the record (no personal data)."""
@@ -564,6 +610,10 @@ class ApplicationWorkflow:
         """Carry out queued side effects in order, one at a time."""
         while self._effects:
             effect = self._effects[0]
+            if isinstance(effect, ApplicationEvent):
+                await self._route(effect)
+                self._effects.pop(0)
+                continue
             activity = {
                 TransitionRecord: "record_transition",
                 Notification: "send_notification",
@@ -576,6 +626,35 @@ class ApplicationWorkflow:
                 retry_policy=ACTIVITY_RETRY,
             )
             self._effects.pop(0)
+
+    async def _route(self, event: ApplicationEvent) -> None:
+        subscribers = await workflow.execute_activity(
+            "route_event",
+            event,
+            result_type=list[str],
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        for subscription_id in subscribers:
+            self._lanes.setdefault(subscription_id, []).append(event)
+            task = self._lane_tasks.get(subscription_id)
+            if task is None or task.done():
+                self._lane_tasks[subscription_id] = asyncio.create_task(
+                    self._deliver_lane(subscription_id)
+                )
+
+    async def _deliver_lane(self, subscription_id: str) -> None:
+        """One subscription's events, in order: the next waits for the receiver's ack."""
+        lane = self._lanes[subscription_id]
+        while lane:
+            await workflow.execute_activity(
+                "deliver_webhook",
+                WebhookDeliveryInput(subscription_id=subscription_id, event=lane[0]),
+                result_type=DeliveryResult,
+                start_to_close_timeout=WEBHOOK_TIMEOUT,
+                retry_policy=WEBHOOK_RETRY,
+            )
+            lane.pop(0)
 
 
 def _time_left(delta: timedelta) -> str:

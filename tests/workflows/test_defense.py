@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities import Database, ZhipingActivities
 from activities.coordination import CoordinationActivities
+from activities.webhooks import WebhookActivities
 from models.clock import CycleClock
 from models.commands import (
     ApplicationStatus,
@@ -173,7 +174,11 @@ async def cycle(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[C
         dev_env.client,
         task_queue=f"defense-{uuid.uuid4()}",
         workflows=list(WORKFLOWS),
-        activities=[*ZhipingActivities(db, channel).all(), *coordination.all()],
+        activities=[
+            *ZhipingActivities(db, channel).all(),
+            *coordination.all(),
+            *WebhookActivities(db).all(),
+        ],
     ) as worker:
         yield Cycle(dev_env, worker, channel, coordination)
     await db.dispose()

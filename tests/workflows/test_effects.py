@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import Database, ZhipingActivities
+from activities.webhooks import WebhookActivities
 from models.commands import (
     ApplicationStatus,
     MeetingEnrolment,
@@ -192,7 +193,7 @@ async def test_retried_effects_leave_exactly_one_row_each(
         env.client,
         task_queue=f"test-effects-{uuid.uuid4()}",
         workflows=[ApplicationWorkflow],
-        activities=flaky.all(),
+        activities=[*flaky.all(), *WebhookActivities(db).all()],
     )
     async with worker:
         harness = Harness(env, worker, policy)
