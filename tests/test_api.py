@@ -27,9 +27,11 @@ from activities.notifications import NullChannel
 from models.clock import CycleClock
 from models.commands import application_workflow_id
 from models.policy import CHINA_TZ, CyclePolicy, Level
+from models.webhooks import sign as event_signature
 from tests.conftest import SECRET
+from tests.test_webhooks import Receiver, eventually, running
 from worker import build_worker
-from zhiping.api import PERSONAL_FIELDS, blind, create_app, event_signature
+from zhiping.api import PERSONAL_FIELDS, blind, create_app
 from zhiping.samples import complete_dossier
 from zhiping.settings import Settings
 
@@ -44,6 +46,7 @@ TOKENS = {
     "t-a1": "applicant:A1",
     "t-a2": "applicant:A2",
 }
+WEBHOOK_SECRET = "webhook-secret-0123456789"
 EVENT_SECRETS = {"platform": "s-platform-0123", "payment": "s-payment-4567"}
 ROLE_TOKEN = {spec.replace(":", "-"): token for token, spec in TOKENS.items()}
 
@@ -135,7 +138,7 @@ async def api(
     task_queue = f"api-{uuid.uuid4()}"
     settings = Settings(
         temporal_address=dev_env.client.service_client.config.target_host,
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/zhiping.db",
+        database_url=db.url,  # the worker's database: SQLite or PostgreSQL
         task_queue=task_queue,
         person_key_secret=SecretStr(SECRET.decode()),
         api_tokens=TOKENS,
@@ -495,3 +498,45 @@ async def test_cloudevents_refused_in_the_error_shape(api: Api) -> None:
         "/events", content=b"x", headers={"Authorization": "Bearer t-int"}
     )
     assert wrong_type.status_code == 415
+
+
+async def test_webhook_subscriptions_through_the_api(api: Api) -> None:
+    receiver = Receiver(WEBHOOK_SECRET)
+    path = "/webhooks/platform"
+    body = {"url": "", "secret": WEBHOOK_SECRET, "description": "申报平台"}
+    with running(receiver):
+        body["url"] = receiver.url
+        created = await api.call("PUT", path, "integration", body)
+        assert created.status_code == 200, created.text
+        assert created.json()["event_types"] == ["cn.zhiping.application.*"]
+        assert "secret" not in created.json()
+        again = await api.call("PUT", path, "ops", body)
+        assert again.status_code == 200 and again.json() == created.json()
+        changed = await api.call("PUT", path, "ops", {**body, "secret": "another-secret-0123456"})
+        assert changed.status_code == 409 and changed.json()["code"] == "SUBSCRIPTION_EXISTS"
+        bad_type = await api.call("PUT", "/webhooks/x", "ops", {**body, "event_types": ["x.y"]})
+        assert bad_type.status_code == 422 and bad_type.json()["code"] == "INVALID_INPUT"
+        for role in ("reviewer", "committee", "employer", "applicant-A1"):
+            assert (await api.call("GET", "/webhooks", role)).status_code == 403
+        listed = await api.call("GET", "/webhooks", "ops")
+        assert [s["subscription_id"] for s in listed.json()] == ["platform"]
+        missing = await api.call("GET", "/webhooks/nope", "ops")
+        assert missing.status_code == 404 and missing.json()["code"] == "SUBSCRIPTION_NOT_FOUND"
+
+        await api.create("A2")
+        await api.call("POST", api.path("A2", "submit"), "applicant-A2", api.dossier())
+        await api.call("POST", api.path("A2", "withdraw"), "applicant-A2", {"reason": "个人原因"})
+        await eventually(
+            lambda: receiver.triggers("A2") == ["create", "submit", "withdraw"], "A2's events"
+        )
+        deliveries = await api.call("GET", f"{path}/deliveries?application_id=A2", "ops")
+        assert [(d["seq"], d["status"]) for d in deliveries.json()] == [
+            (1, "delivered"),
+            (2, "delivered"),
+            (3, "delivered"),
+        ]
+        removed = await api.call("DELETE", path, "ops")
+        assert removed.status_code == 200
+        gone = await api.call("DELETE", path, "ops")
+        assert gone.status_code == 404 and gone.json()["code"] == "SUBSCRIPTION_NOT_FOUND"
+    assert all(r.signature_ok for r in receiver.received)

@@ -9,7 +9,6 @@ data, and every error is ``{"code", "message" (zh-CN), "details"}``.
 """
 
 import asyncio
-import hashlib
 import hmac
 import inspect
 import json
@@ -26,7 +25,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -34,17 +33,29 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import Database
 from models.clock import CycleClock
 from models.commands import ApplicationStatus, DeadlineChange, PaymentInput, SubmitInput
+from models.defense_commands import CloseDefenseSession, DefenseSessionView
 from models.dossier import Dossier
 from models.errors import DomainError
 from models.lifecycle import State
+from models.meeting_commands import Ballot, MeetingView
 from models.policy import CyclePolicy, Level, load_policy
-from zhiping import service
+from models.webhooks import (
+    ALL_EVENTS,
+    SubscribeInput,
+    SubscriptionView,
+    UnsubscribeInput,
+    sign,
+)
+from models.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
+from zhiping import service, sessions, subscriptions
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CycleId = Annotated[str, Path(pattern=NAME, description="评审周期编号")]
 ApplicationId = Annotated[str, Path(pattern=NAME, description="申报编号")]
+MeetingId = Annotated[str, Path(pattern=NAME, description="评审会编号")]
+SessionId = Annotated[str, Path(pattern=NAME, description="答辩场次编号")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -81,6 +92,17 @@ ACTION_ROLES: dict[str, frozenset[Role]] = {
 """Who may send each action. ``ops`` may do everything; reads are open to every role
 (an applicant only its own application)."""
 CREATE_ROLES = frozenset({Role.integration, Role.ops})
+SESSION_READ_ROLES = frozenset({Role.ops, Role.reviewer, Role.committee})
+"""Who may see meetings and defense sessions (reviewers and the committee: blind)."""
+SESSION_OPEN_ROLES = frozenset({Role.ops})
+MEETING_ACTION_ROLES: dict[str, frozenset[Role]] = {
+    **{update: frozenset({Role.ops}) for update in sessions.MEETING_UPDATES},
+    "record_ballot": frozenset({Role.ops, Role.committee}),
+}
+"""A committee member (token ``committee:<expert id>``) may cast only its own ballot."""
+DEFENSE_ACTION_ROLES: dict[str, frozenset[Role]] = {
+    update: frozenset({Role.ops}) for update in sessions.DEFENSE_UPDATES
+}
 LIST_ROLES = ALL_ROLES - {Role.applicant}
 BLIND_ROLES = frozenset({Role.reviewer, Role.committee})
 PERSONAL_FIELDS = frozenset(
@@ -190,17 +212,31 @@ EVENT_ROLES = frozenset({Role.integration})
 EVENT_MEDIA_TYPES = frozenset({"application/cloudevents+json", "application/json"})
 
 
-def event_signature(secret: str | bytes, body: bytes) -> str:
-    """The ``X-Zhiping-Signature`` value for ``body``: ``sha256=`` and the HMAC in hex."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
-
-
 def _signature_ok(secret: SecretStr | None, body: bytes, header: str | None) -> bool:
     if secret is None or header is None:
         return False
-    expected = event_signature(secret.get_secret_value(), body)
+    expected = sign(secret.get_secret_value(), body)
     return hmac.compare_digest(expected.encode(), header.strip().lower().encode())
+
+
+class WebhookSubscriptionBody(BaseModel):
+    """A subscription's settings; its id is in the path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(description="接收地址（http 或 https），应答 2xx 即视为已送达")
+    event_types: list[str] = Field(
+        default_factory=lambda: [ALL_EVENTS],
+        min_length=1,
+        max_length=len(WEBHOOK_EVENT_TYPES) + 1,
+        description=f"事件类型（{WEBHOOK_EVENT_TYPES[0]} 等，每个状态机触发器一种），或 {ALL_EVENTS}",
+    )
+    secret: str = Field(min_length=16, max_length=200, description="签名密钥（至少 16 个字符）")
+    description: str | None = Field(default=None, max_length=500)
+
+
+SubscriptionId = Annotated[str, Path(pattern=NAME, description="订阅编号")]
+WEBHOOK_ROLES = frozenset({Role.ops, Role.integration})
 
 
 class DeadlineExtensionResult(BaseModel):
@@ -293,10 +329,35 @@ def _policy(cycle_id: str) -> CyclePolicy:
         ) from None
 
 
+NOT_FOUND_CODES = frozenset(
+    {
+        "APPLICATION_NOT_FOUND",
+        "CYCLE_NOT_FOUND",
+        "MEETING_NOT_FOUND",
+        "DEFENSE_SESSION_NOT_FOUND",
+        "SUBSCRIPTION_NOT_FOUND",
+    }
+)
+CONFLICT_CODES = frozenset(
+    {
+        "TRANSITION_NOT_ALLOWED",
+        "APPLICATION_CLOSED",
+        "APPLICATION_EXISTS",
+        "SUBSCRIPTION_EXISTS",
+        "MEETING_EXISTS",
+        "MEETING_NOT_READY",
+        "MEETING_CLOSED",
+        "DEFENSE_SESSION_EXISTS",
+        "DEFENSE_SESSION_NOT_READY",
+        "DEFENSE_SESSION_CLOSED",
+    }
+)
+
+
 def _domain_status(code: str) -> int:
-    if code in {"APPLICATION_NOT_FOUND", "CYCLE_NOT_FOUND"}:
+    if code in NOT_FOUND_CODES:
         return 404
-    if code in {"TRANSITION_NOT_ALLOWED", "APPLICATION_CLOSED", "APPLICATION_EXISTS"}:
+    if code in CONFLICT_CODES:
         return 409
     return 422
 
@@ -611,6 +672,256 @@ def create_app(settings: Settings) -> FastAPI:
     for action, model in service.ACTIONS.items():
         add_action(action, model)
 
+    # -- evaluation meetings and defense sessions ------------------------------------------
+
+    def with_body(endpoint: Callable[..., Awaitable[JSONResponse]], model: type[BaseModel]) -> None:
+        """Give ``endpoint``'s ``body`` parameter its model, so FastAPI validates and documents it."""
+        signature = inspect.signature(endpoint)
+        endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[
+                p.replace(annotation=model) if p.name == "body" else p
+                for p in signature.parameters.values()
+            ]
+        )
+
+    @app.post(
+        "/cycles/{cycle_id}/meetings",
+        response_model=MeetingView,
+        status_code=201,
+        tags=["meetings"],
+    )
+    async def open_meeting(
+        cycle_id: CycleId,
+        opening: sessions.MeetingOpening,
+        principal: Annotated[Principal, Depends(allow(SESSION_OPEN_ROLES))],
+    ) -> JSONResponse:
+        """开评审会：登记本周期所有待评审会的申报（只给匿名编号），登记完成后返回评审会视图。"""
+        view = await sessions.open_meeting(
+            await backend.client(),
+            settings.task_queue,
+            _policy(cycle_id),
+            opening,
+            opened_by=principal.actor,
+        )
+        return _present(principal, view, status_code=201)
+
+    @app.get(
+        "/cycles/{cycle_id}/meetings",
+        response_model=list[sessions.MeetingSummary],
+        tags=["meetings"],
+    )
+    async def list_meetings(
+        cycle_id: CycleId, principal: Annotated[Principal, Depends(allow(SESSION_READ_ROLES))]
+    ) -> JSONResponse:
+        """本周期的评审会（来自 Temporal 可见性；刚开的评审会可能稍后才出现）。"""
+        return _present(principal, await sessions.list_meetings(await backend.client(), cycle_id))
+
+    @app.get(
+        "/cycles/{cycle_id}/meetings/{meeting_id}",
+        response_model=MeetingView,
+        tags=["meetings"],
+    )
+    async def get_meeting(
+        cycle_id: CycleId,
+        meeting_id: MeetingId,
+        principal: Annotated[Principal, Depends(allow(SESSION_READ_ROLES))],
+    ) -> JSONResponse:
+        """评审会视图（匿名）：规则、到会人数、候选人编号与级别、已收选票、闭会后的计票结果。"""
+        view = await sessions.meeting_view(await backend.client(), cycle_id, meeting_id)
+        return _present(principal, view)
+
+    def add_meeting_action(update: str, model: type[BaseModel]) -> None:
+        roles = MEETING_ACTION_ROLES[update]
+
+        async def endpoint(
+            cycle_id: CycleId,
+            meeting_id: MeetingId,
+            body: Any,
+            principal: Annotated[Principal, Depends(allow(roles))],
+            idempotency_key: IdempotencyKey = None,
+        ) -> JSONResponse:
+            committee = principal.role is Role.committee
+            if committee and isinstance(body, Ballot) and principal.subject != body.expert_id:
+                raise ApiError(
+                    403,
+                    "NOT_OWN_BALLOT",
+                    "评审委员只能提交本人的选票（令牌须绑定本人的专家编号）",
+                    expert_id=body.expert_id,
+                )
+            if "actor" in type(body).model_fields:
+                body = body.model_copy(update={"actor": principal.actor})
+            view = await sessions.update_meeting(
+                await backend.client(), cycle_id, meeting_id, update, body, idempotency_key
+            )
+            return _present(principal, view)
+
+        with_body(endpoint, model)
+        app.post(
+            f"/cycles/{{cycle_id}}/meetings/{{meeting_id}}/actions/{update}",
+            response_model=MeetingView,
+            tags=["meetings"],
+            name=f"meeting_{update}",
+            summary=f"评审会 {update}（{'、'.join(sorted(roles))}）",
+        )(endpoint)
+
+    for update, model in sessions.MEETING_UPDATES.items():
+        add_meeting_action(update, model)
+
+    @app.post(
+        "/cycles/{cycle_id}/defense-sessions",
+        response_model=DefenseSessionView,
+        status_code=201,
+        tags=["defense sessions"],
+    )
+    async def open_defense_session(
+        cycle_id: CycleId,
+        opening: sessions.DefenseSessionOpening,
+        principal: Annotated[Principal, Depends(allow(SESSION_OPEN_ROLES))],
+    ) -> JSONResponse:
+        """安排一场专业水平答辩：通知所列每位申报人；不能安排的申报连同原因列在 refused 中。"""
+        view = await sessions.open_defense_session(
+            await backend.client(),
+            settings.task_queue,
+            _policy(cycle_id),
+            opening,
+            opened_by=principal.actor,
+        )
+        return _present(principal, view, status_code=201)
+
+    @app.get(
+        "/cycles/{cycle_id}/defense-sessions",
+        response_model=list[sessions.DefenseSessionSummary],
+        tags=["defense sessions"],
+    )
+    async def list_defense_sessions(
+        cycle_id: CycleId, principal: Annotated[Principal, Depends(allow(SESSION_READ_ROLES))]
+    ) -> JSONResponse:
+        """本周期的答辩场次（来自 Temporal 可见性）。"""
+        listed = await sessions.list_defense_sessions(await backend.client(), cycle_id)
+        return _present(principal, listed)
+
+    @app.get(
+        "/cycles/{cycle_id}/defense-sessions/{session_id}",
+        response_model=DefenseSessionView,
+        tags=["defense sessions"],
+    )
+    async def get_defense_session(
+        cycle_id: CycleId,
+        session_id: SessionId,
+        principal: Annotated[Principal, Depends(allow(SESSION_READ_ROLES))],
+    ) -> JSONResponse:
+        """答辩场次：时间、地点、专家组、已安排与未能安排的申报、已登记的结果。"""
+        view = await sessions.defense_session_view(await backend.client(), cycle_id, session_id)
+        return _present(principal, view)
+
+    def add_defense_action(update: str, model: type[BaseModel]) -> None:
+        roles = DEFENSE_ACTION_ROLES[update]
+
+        async def endpoint(
+            cycle_id: CycleId,
+            session_id: SessionId,
+            body: Any,
+            principal: Annotated[Principal, Depends(allow(roles))],
+            idempotency_key: IdempotencyKey = None,
+        ) -> JSONResponse:
+            payload: BaseModel = body
+            if isinstance(body, sessions.DefenseResultInput):
+                payload = sessions.defense_outcome(cycle_id, body, principal.actor)
+            elif "actor" in type(body).model_fields:
+                payload = body.model_copy(update={"actor": principal.actor})
+            view = await sessions.update_defense_session(
+                await backend.client(), cycle_id, session_id, update, payload, idempotency_key
+            )
+            return _present(principal, view)
+
+        with_body(endpoint, model)
+        app.post(
+            f"/cycles/{{cycle_id}}/defense-sessions/{{session_id}}/actions/{update}",
+            response_model=DefenseSessionView,
+            tags=["defense sessions"],
+            name=f"defense_{update}",
+            summary=f"答辩场次 {update}（{'、'.join(sorted(roles))}）",
+        )(endpoint)
+
+    add_defense_action("record_result", sessions.DefenseResultInput)
+    add_defense_action("close", CloseDefenseSession)
+
+    # -- outbound webhooks -------------------------------------------------------------------
+
+    @app.put("/webhooks/{subscription_id}", response_model=SubscriptionView, tags=["webhooks"])
+    async def put_webhook(
+        subscription_id: SubscriptionId,
+        body: WebhookSubscriptionBody,
+        principal: Annotated[Principal, Depends(allow(WEBHOOK_ROLES))],
+    ) -> JSONResponse:
+        """订阅申报状态变更事件：每次状态变更以签名的 CloudEvent POST 到 ``url``，
+        按申报顺序投递，失败则退避重试直至 2xx。同一编号、同样设置重复提交不产生变化；
+        设置不同则 409 ``SUBSCRIPTION_EXISTS``。"""
+        inp = SubscribeInput(
+            subscription_id=subscription_id, actor=principal.actor, **body.model_dump()
+        )
+        view = await subscriptions.subscribe(await backend.client(), settings.task_queue, inp)
+        return _present(principal, view)
+
+    @app.get("/webhooks", response_model=list[SubscriptionView], tags=["webhooks"])
+    async def list_webhooks(
+        principal: Annotated[Principal, Depends(allow(WEBHOOK_ROLES))],
+    ) -> JSONResponse:
+        """所有订阅（不含密钥）。"""
+        client = await backend.client()
+        return _present(
+            principal, await subscriptions.list_subscriptions(client, settings.task_queue)
+        )
+
+    @app.get("/webhooks/{subscription_id}", response_model=SubscriptionView, tags=["webhooks"])
+    async def get_webhook(
+        subscription_id: SubscriptionId,
+        principal: Annotated[Principal, Depends(allow(WEBHOOK_ROLES))],
+    ) -> JSONResponse:
+        """一个订阅（不含密钥）。"""
+        client = await backend.client()
+        view = await subscriptions.get_subscription(client, settings.task_queue, subscription_id)
+        return _present(principal, view)
+
+    @app.delete("/webhooks/{subscription_id}", response_model=SubscriptionView, tags=["webhooks"])
+    async def delete_webhook(
+        subscription_id: SubscriptionId,
+        principal: Annotated[Principal, Depends(allow(WEBHOOK_ROLES))],
+    ) -> JSONResponse:
+        """取消订阅；尚未送达的事件不再投递（记为 dropped）。"""
+        inp = UnsubscribeInput(subscription_id=subscription_id, actor=principal.actor)
+        view = await subscriptions.unsubscribe(await backend.client(), settings.task_queue, inp)
+        return _present(principal, view)
+
+    @app.get(
+        "/webhooks/{subscription_id}/deliveries",
+        response_model=list[subscriptions.DeliveryRow],
+        tags=["webhooks"],
+    )
+    async def list_webhook_deliveries(
+        subscription_id: SubscriptionId,
+        principal: Annotated[Principal, Depends(allow(WEBHOOK_ROLES))],
+        status: Annotated[
+            Literal["pending", "delivered", "dropped"] | None,
+            Query(description="pending：重试中；delivered：已送达；dropped：已取消订阅"),
+        ] = None,
+        application_id: Annotated[
+            str | None, Query(pattern=NAME, description="只看某份申报")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> JSONResponse:
+        """投递记录：每个事件的尝试次数、最近一次应答与结果，最早的在前。"""
+        client = await backend.client()
+        await subscriptions.get_subscription(client, settings.task_queue, subscription_id)
+        rows = await subscriptions.list_deliveries(
+            backend.db(),
+            subscription_id,
+            status=status,
+            application_id=application_id,
+            limit=limit,
+        )
+        return _present(principal, rows)
+
     # -- inbound events ----------------------------------------------------------------------
 
     @app.post(
@@ -716,13 +1027,15 @@ if __name__ == "__main__":
 
 __all__ = [
     "ACTION_ROLES",
+    "DEFENSE_ACTION_ROLES",
     "EVENT_TYPES",
+    "MEETING_ACTION_ROLES",
     "PERSONAL_FIELDS",
+    "SESSION_READ_ROLES",
     "CloudEvent",
     "Principal",
     "Role",
     "app_from_env",
     "blind",
     "create_app",
-    "event_signature",
 ]
