@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     event_secrets: dict[str, SecretStr] = Field(default_factory=dict)
     """CloudEvent ``source`` → HMAC-SHA256 secret of its ``POST /events`` (JSON in
     ``ZHIPING_EVENT_SECRETS``), e.g. ``{"platform": "…", "payment": "…"}``."""
+    metrics_enabled: bool = False
+    """Serve Prometheus metrics on ``metrics_port`` (``ZHIPING_METRICS_ENABLED``)."""
+    metrics_port: int = 9464
+    """Port of the Prometheus metrics endpoint (``ZHIPING_METRICS_PORT``)."""
 
 
 @lru_cache
