@@ -38,6 +38,7 @@ from models.identity import person_key
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from tests.conftest import SECRET
+from tests.test_webhooks import Receiver, eventually, running
 from worker import build_worker
 from workflows import ApplicationWorkflow
 from zhiping import service
@@ -94,7 +95,7 @@ async def cycle(
 ) -> AsyncIterator[Cycle]:
     task_queue = f"cli-{uuid.uuid4()}"
     monkeypatch.setenv("ZHIPING_TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
-    monkeypatch.setenv("ZHIPING_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/zhiping.db")
+    monkeypatch.setenv("ZHIPING_DATABASE_URL", db.url)
     monkeypatch.setenv("ZHIPING_TASK_QUEUE", task_queue)
     get_settings.cache_clear()
     policy = policy.model_copy(update={"cycle_id": f"cli-{uuid.uuid4().hex[:8]}"})
@@ -252,3 +253,41 @@ async def test_cycle_deadline_extension_reaches_each_running_application_once(
     draft = await cycle.status("A2")
     assert draft.deadlines[0].at == datetime(2024, 9, 6, 18, 0, tzinfo=CHINA_TZ)
     assert "change_deadlines" not in [h.trigger for h in (await cycle.status("A3")).history]
+
+
+async def test_webhook_commands(cycle: Cycle) -> None:
+    receiver = Receiver("cli-webhook-secret-0123")
+    with running(receiver):
+        added = await cycle.cli(
+            "webhooks",
+            "add",
+            "ops-feed",
+            "--url",
+            receiver.url,
+            "--type",
+            "cn.zhiping.application.withdraw",
+            "--secret",
+            receiver.secret,
+        )
+        assert added.exit_code == 0, added.output
+        assert "已订阅 ops-feed" in added.output
+        listed = await cycle.cli_json("webhooks", "list")
+        assert [(s["subscription_id"], s["event_types"]) for s in listed] == [
+            ("ops-feed", ["cn.zhiping.application.withdraw"])
+        ]
+        assert receiver.secret not in json.dumps(listed)
+        bad = await cycle.cli("webhooks", "add", "x", "--url", "ftp://x", "--secret", "s" * 20)
+        assert bad.exit_code == 1 and "INVALID_INPUT" in bad.output
+
+        withdrawn = await cycle.cli(
+            "apps", "withdraw", cycle.cycle_id, "A2", "--reason", "个人原因"
+        )
+        assert withdrawn.exit_code == 0, withdrawn.output
+        await eventually(lambda: receiver.triggers("A2") == ["withdraw"], "the withdraw event")
+        deliveries = await cycle.cli_json("webhooks", "deliveries", "ops-feed")
+        assert [(d["application_id"], d["status"]) for d in deliveries] == [("A2", "delivered")]
+
+        removed = await cycle.cli("webhooks", "remove", "ops-feed")
+        assert removed.exit_code == 0 and "已取消订阅 ops-feed" in removed.output
+        again = await cycle.cli("webhooks", "remove", "ops-feed")
+        assert again.exit_code == 1 and "SUBSCRIPTION_NOT_FOUND" in again.output

@@ -34,11 +34,14 @@ from models.commands import (
     ReviewDecision,
     Withdrawal,
 )
+from models.defense_commands import CloseDefenseSession, DefenseSessionView, DeliveryOutcome
 from models.errors import DomainError
 from models.lifecycle import ACTION_LABELS, STATE_LABELS, State
-from models.policy import CHINA_TZ
+from models.meeting_commands import Attendance, Ballot, CloseMeeting, MeetingView
+from models.policy import CHINA_TZ, Level
 from models.tables import TransitionLog
-from zhiping import service
+from models.webhooks import ALL_EVENTS, SubscribeInput, SubscriptionView, UnsubscribeInput
+from zhiping import service, sessions, subscriptions
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
 from zhiping.stack import describe_transition, embedded_stack, follow_transitions
@@ -654,6 +657,590 @@ def cycles_extend_deadlines(
         f"{'、'.join(changed) or '无'}",
         highlight=False,
     )
+
+
+# -- ops: evaluation meetings and defense sessions ----------------------------------------------
+
+meetings = typer.Typer(
+    help="评审会：开会（自动登记本周期所有待评审会的申报）、登记到会专家、投票、闭会。"
+    "评审会只显示候选人的匿名编号和级别。",
+    no_args_is_help=True,
+)
+defense = typer.Typer(
+    help="专业水平答辩场次：安排待答辩的申报、登记答辩结果、结束（未登记结果者按缺席答辩处理）。",
+    no_args_is_help=True,
+)
+app.add_typer(meetings, name="meetings")
+app.add_typer(defense, name="defense")
+
+MEETING_ARG = typer.Argument(..., help="评审会编号")
+SESSION_ARG = typer.Argument(..., help="答辩场次编号")
+
+
+def _names(values: list[str]) -> list[str]:
+    """Repeated options, each also allowed as a comma-separated list (E01,E02)."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _print_sessions(
+    rows: list[sessions.MeetingSummary] | list[sessions.DefenseSessionSummary], title: str
+) -> None:
+    table = Table(title=f"{title}（共 {len(rows)} 个）")
+    for column in ("编号", "状态", "开始", "结束"):
+        table.add_column(column)
+    for row in rows:
+        key = row.meeting_id if isinstance(row, sessions.MeetingSummary) else row.session_id
+        table.add_row(key, row.status_label, _fmt(row.started_at), _fmt(row.ended_at))
+    console.print(table)
+
+
+def _print_meeting(view: MeetingView) -> None:
+    rules = view.rules
+    console.print(
+        f"[bold]评审会 {view.meeting_id}[/bold]（评审周期 {view.cycle_id}），"
+        f"开会时间 {_fmt(view.held_at)}",
+        highlight=False,
+    )
+    quorum = "已达法定人数" if view.quorum_met else "未达法定人数"
+    console.print(
+        f"评审委员会 {rules.committee_size} 人，法定到会 {rules.quorum_required} 人；"
+        f"到会 {view.experts_present} 人（{quorum}）；通过须获到会专家 "
+        f"{rules.vote_pass_fraction} 赞成",
+        highlight=False,
+    )
+    caps = "；".join(f"{Level(level).label} {cap} 人" for level, cap in rules.caps.items() if cap)
+    if caps:
+        console.print(f"通过人数上限：{caps}", highlight=False)
+    state = (
+        f"已闭会，结果已送达 {view.results_delivered}/{len(view.candidates)} 件"
+        if view.closed
+        else "进行中"
+    )
+    console.print(f"已收选票 {view.ballots_received} 份；状态：{state}", highlight=False)
+    tallies = {t.code: t for t in view.tallies}
+    table = Table(title=f"候选人（共 {len(view.candidates)} 人，匿名编号）")
+    for column in ("编号", "级别", "赞成", "不赞成", "结果"):
+        table.add_column(column)
+    for candidate in view.candidates:
+        tally = tallies.get(candidate.code)
+        if tally is None:
+            table.add_row(candidate.code, candidate.level.label, "—", "—", "闭会后计票")
+            continue
+        verdict = "通过" if tally.passed else ("超出通过率上限" if tally.passes_vote else "未通过")
+        table.add_row(
+            candidate.code,
+            candidate.level.label,
+            str(tally.votes_for),
+            str(tally.votes_against),
+            verdict,
+        )
+    console.print(table)
+
+
+def _meeting_work(
+    cycle_id: str,
+    meeting_id: str,
+    update: str,
+    build: Callable[[], BaseModel],
+    event_id: str | None,
+) -> MeetingView:
+    async def work() -> MeetingView:
+        payload = build()
+        client = await connect(get_settings())
+        return await sessions.update_meeting(
+            client, cycle_id, meeting_id, update, payload, event_id
+        )
+
+    return _run(work)
+
+
+@meetings.command("open")
+def meetings_open(
+    cycle_id: str = CYCLE_ARG,
+    meeting_id: str = MEETING_ARG,
+    held_at: str = typer.Option(..., "--held-at", help="开会时间，例如 2024-09-27T09:00+08:00"),
+    committee_size: int = typer.Option(
+        ..., "--committee-size", help="评审委员会人数（到会须达三分之二）"
+    ),
+    actor: str = ACTOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """开评审会：登记本周期所有待评审会的申报，给每人一个匿名编号。"""
+    when = _instant(held_at, "--held-at")
+
+    async def work() -> MeetingView:
+        policy = sessions.load_cycle_policy(cycle_id)
+        opening = sessions.MeetingOpening(
+            meeting_id=meeting_id, held_at=when, committee_size=committee_size
+        )
+        settings = get_settings()
+        client = await connect(settings)
+        return await sessions.open_meeting(
+            client, settings.task_queue, policy, opening, opened_by=actor
+        )
+
+    view = _run(work)
+    if as_json:
+        _print_json(view.model_dump(mode="json"))
+        return
+    console.print(
+        f"已开评审会 {meeting_id}，登记候选人 {len(view.candidates)} 人。", highlight=False
+    )
+    _print_meeting(view)
+
+
+@meetings.command("list")
+def meetings_list(cycle_id: str = CYCLE_ARG, as_json: bool = JSON_OPTION) -> None:
+    """列出本周期的评审会（来自 Temporal 可见性；刚开的评审会可能稍后才出现）。"""
+    rows = _run(lambda: _with_client(lambda c: sessions.list_meetings(c, cycle_id)))
+    if as_json:
+        _print_json([row.model_dump(mode="json") for row in rows])
+        return
+    _print_sessions(rows, f"评审周期 {cycle_id} 的评审会")
+
+
+@meetings.command("show")
+def meetings_show(
+    cycle_id: str = CYCLE_ARG, meeting_id: str = MEETING_ARG, as_json: bool = JSON_OPTION
+) -> None:
+    """显示评审会：规则、到会情况、候选人（匿名编号）、已收选票，闭会后的计票结果。"""
+    view = _run(lambda: _with_client(lambda c: sessions.meeting_view(c, cycle_id, meeting_id)))
+    if as_json:
+        _print_json(view.model_dump(mode="json"))
+    else:
+        _print_meeting(view)
+
+
+@meetings.command("attendance")
+def meetings_attendance(
+    cycle_id: str = CYCLE_ARG,
+    meeting_id: str = MEETING_ARG,
+    experts: list[str] = typer.Option(  # noqa: B008
+        ..., "--expert", help="到会专家编号（可重复，或用逗号分隔：E01,E02）"
+    ),
+    actor: str = ACTOR_OPTION,
+    event_id: str | None = EVENT_ID_OPTION,
+) -> None:
+    """登记到会专家（整份名单，替换之前的登记）；不足法定人数时不能投票和闭会。"""
+    present = _names(experts)
+    view = _meeting_work(
+        cycle_id,
+        meeting_id,
+        "record_attendance",
+        lambda: Attendance(experts_present=present, actor=actor),
+        event_id,
+    )
+    quorum = "已达法定人数" if view.quorum_met else "未达法定人数，暂不能投票"
+    console.print(
+        f"已登记评审会 {meeting_id} 到会专家 {view.experts_present} 人"
+        f"（法定到会 {view.rules.quorum_required} 人，{quorum}）。",
+        highlight=False,
+    )
+
+
+@meetings.command("ballot")
+def meetings_ballot(
+    cycle_id: str = CYCLE_ARG,
+    meeting_id: str = MEETING_ARG,
+    expert: str = typer.Option(..., "--expert", help="投票的专家编号（须已登记到会）"),
+    yes: list[str] = typer.Option(  # noqa: B008
+        [], "--yes", help="赞成的候选人编号（可重复，或用逗号分隔：C001,C002）"
+    ),
+    no: list[str] = typer.Option(  # noqa: B008
+        [], "--no", help="不赞成的候选人编号（可重复，或用逗号分隔）"
+    ),
+    event_id: str | None = EVENT_ID_OPTION,
+) -> None:
+    """记录一位到会专家的选票；再次投票会替换该专家对这些候选人的表决（用于重新投票）。"""
+    ayes, nays = _names(yes), _names(no)
+    both = sorted(set(ayes) & set(nays))
+    if both:
+        raise _fail("INVALID_INPUT", f"候选人不能既赞成又不赞成：{'、'.join(both)}")
+    if not ayes and not nays:
+        raise _fail("INVALID_INPUT", "请用 --yes 或 --no 至少填写一位候选人的表决")
+    votes = {**dict.fromkeys(ayes, True), **dict.fromkeys(nays, False)}
+    view = _meeting_work(
+        cycle_id,
+        meeting_id,
+        "record_ballot",
+        lambda: Ballot(expert_id=expert, votes=votes),
+        event_id,
+    )
+    console.print(
+        f"已记录专家 {expert} 的选票（赞成 {len(ayes)} 人，不赞成 {len(nays)} 人）；"
+        f"评审会 {meeting_id} 已收选票 {view.ballots_received} 份。",
+        highlight=False,
+    )
+
+
+@meetings.command("close")
+def meetings_close(
+    cycle_id: str = CYCLE_ARG,
+    meeting_id: str = MEETING_ARG,
+    actor: str = ACTOR_OPTION,
+    event_id: str | None = EVENT_ID_OPTION,
+) -> None:
+    """闭会：计票，按通过率上限确定结果，并把结果送达每件申报（每件只送达一次）。"""
+    view = _meeting_work(cycle_id, meeting_id, "close", lambda: CloseMeeting(actor=actor), event_id)
+    passed = sum(t.passed for t in view.tallies)
+    console.print(
+        f"评审会 {meeting_id} 已闭会：通过 {passed} 人，未通过 {len(view.tallies) - passed} 人；"
+        "结果正在送达各申报。",
+        highlight=False,
+    )
+    _print_meeting(view)
+
+
+_DELIVERY_LABELS = {
+    DeliveryOutcome.delivered: "已送达",
+    DeliveryOutcome.refused: "申报拒收",
+    DeliveryOutcome.closed: "申报已办结",
+    DeliveryOutcome.rescheduled: "已改期到其他场次",
+}
+
+
+def _print_defense(view: DefenseSessionView) -> None:
+    cycle_id = view.cycle_id
+    console.print(
+        f"[bold]答辩场次 {view.session_id}[/bold]（评审周期 {cycle_id}）："
+        f"{_fmt(view.at)}，{view.place}",
+        highlight=False,
+    )
+    console.print(f"答辩专家组：{'、'.join(view.panel) or '未填写'}", highlight=False)
+    if view.closed:
+        state = f"已结束（{_fmt(view.closed_at)}，{view.closed_by}）"
+    else:
+        state = "进行中" if view.ready else "正在通知申报人"
+    console.print(
+        f"状态：{state}；已安排 {len(view.scheduled)} 件，结果已送达 {view.results_delivered} 件",
+        highlight=False,
+    )
+    results = {r.application_workflow_id: r for r in view.results}
+    table = Table(title="答辩安排与结果")
+    for column in ("申报编号", "结果", "说明", "登记人", "送达"):
+        table.add_column(column)
+    for workflow_id in view.scheduled:
+        application_id = sessions.application_id_of(cycle_id, workflow_id)
+        result = results.get(workflow_id)
+        if result is None:
+            table.add_row(application_id, "待登记", "", "", "")
+            continue
+        verdict = "缺席" if result.absent else ("通过" if result.passed else "未通过")
+        table.add_row(
+            application_id,
+            verdict,
+            result.reason,
+            result.recorded_by,
+            _DELIVERY_LABELS[result.delivery] if result.delivery else "待送达",
+        )
+    console.print(table)
+    for refused in view.refused:
+        application_id = sessions.application_id_of(cycle_id, refused.application_workflow_id)
+        console.print(
+            f"未能安排 {application_id}：{refused.code}：{refused.message}", highlight=False
+        )
+
+
+def _defense_work(
+    cycle_id: str,
+    session_id: str,
+    update: str,
+    build: Callable[[], BaseModel],
+    event_id: str | None,
+) -> DefenseSessionView:
+    async def work() -> DefenseSessionView:
+        payload = build()
+        client = await connect(get_settings())
+        return await sessions.update_defense_session(
+            client, cycle_id, session_id, update, payload, event_id
+        )
+
+    return _run(work)
+
+
+@defense.command("open")
+def defense_open(
+    cycle_id: str = CYCLE_ARG,
+    session_id: str = SESSION_ARG,
+    at: str = typer.Option(..., "--at", help="答辩时间，例如 2024-09-20T09:00+08:00"),
+    place: str = typer.Option(..., "--place", help="答辩地点"),
+    panel: list[str] = typer.Option(  # noqa: B008
+        [], "--panel", help="答辩专家编号（可重复，或用逗号分隔）"
+    ),
+    applications: list[str] = typer.Option(  # noqa: B008
+        ..., "--app", help="参加答辩的申报编号（可重复，或用逗号分隔；须处于待答辩）"
+    ),
+    actor: str = ACTOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """安排一场专业水平答辩：通知所列每位申报人时间地点；不能安排的申报连同原因列出。"""
+    when = _instant(at, "--at")
+
+    async def work() -> DefenseSessionView:
+        policy = sessions.load_cycle_policy(cycle_id)
+        opening = sessions.DefenseSessionOpening(
+            session_id=session_id,
+            at=when,
+            place=place,
+            panel=_names(panel),
+            application_ids=_names(applications),
+        )
+        settings = get_settings()
+        client = await connect(settings)
+        return await sessions.open_defense_session(
+            client, settings.task_queue, policy, opening, opened_by=actor
+        )
+
+    view = _run(work)
+    if as_json:
+        _print_json(view.model_dump(mode="json"))
+        return
+    console.print(
+        f"已安排答辩场次 {session_id}：{len(view.scheduled)} 件已安排，"
+        f"{len(view.refused)} 件未能安排。",
+        highlight=False,
+    )
+    _print_defense(view)
+
+
+@defense.command("list")
+def defense_list(cycle_id: str = CYCLE_ARG, as_json: bool = JSON_OPTION) -> None:
+    """列出本周期的答辩场次（来自 Temporal 可见性）。"""
+    rows = _run(lambda: _with_client(lambda c: sessions.list_defense_sessions(c, cycle_id)))
+    if as_json:
+        _print_json([row.model_dump(mode="json") for row in rows])
+        return
+    _print_sessions(rows, f"评审周期 {cycle_id} 的答辩场次")
+
+
+@defense.command("show")
+def defense_show(
+    cycle_id: str = CYCLE_ARG, session_id: str = SESSION_ARG, as_json: bool = JSON_OPTION
+) -> None:
+    """显示答辩场次：时间地点、专家组、已安排的申报及其结果、未能安排的申报。"""
+    view = _run(
+        lambda: _with_client(lambda c: sessions.defense_session_view(c, cycle_id, session_id))
+    )
+    if as_json:
+        _print_json(view.model_dump(mode="json"))
+    else:
+        _print_defense(view)
+
+
+@defense.command("result")
+def defense_result(
+    cycle_id: str = CYCLE_ARG,
+    session_id: str = SESSION_ARG,
+    application_id: str = APP_ARG,
+    passed: bool = typer.Option(..., "--passed/--failed", help="答辩通过或未通过"),
+    reason: str | None = typer.Option(None, "--reason", help="说明（未通过时请填写理由）"),
+    actor: str = ACTOR_OPTION,
+    event_id: str | None = EVENT_ID_OPTION,
+) -> None:
+    """登记一位申报人的答辩结果；再次登记会替换之前的结果（结束前）。"""
+    view = _defense_work(
+        cycle_id,
+        session_id,
+        "record_result",
+        lambda: sessions.defense_outcome(
+            cycle_id,
+            sessions.DefenseResultInput(
+                application_id=application_id, passed=passed, reason=reason
+            ),
+            actor,
+        ),
+        event_id,
+    )
+    console.print(
+        f"已登记 {application_id} 的答辩结果：{'通过' if passed else '未通过'}；"
+        f"答辩场次 {session_id} 已登记 {len(view.results)}/{len(view.scheduled)} 件。",
+        highlight=False,
+    )
+
+
+@defense.command("close")
+def defense_close(
+    cycle_id: str = CYCLE_ARG,
+    session_id: str = SESSION_ARG,
+    actor: str = ACTOR_OPTION,
+    event_id: str | None = EVENT_ID_OPTION,
+) -> None:
+    """结束答辩场次：未登记结果的申报按缺席答辩（未通过）处理，结果送达每件申报。"""
+    view = _defense_work(
+        cycle_id, session_id, "close", lambda: CloseDefenseSession(actor=actor), event_id
+    )
+    absent = sum(r.absent for r in view.results)
+    passed = sum(r.passed for r in view.results)
+    console.print(
+        f"答辩场次 {session_id} 已结束：通过 {passed} 件，未通过 {len(view.results) - passed} 件"
+        f"（其中缺席 {absent} 件）；结果正在送达各申报。",
+        highlight=False,
+    )
+    _print_defense(view)
+
+
+# -- the database: schema migrations ------------------------------------------------------------
+
+database = typer.Typer(
+    help="读模型数据库（ZHIPING_DATABASE_URL：SQLite 或 PostgreSQL）的结构迁移（Alembic）。",
+    no_args_is_help=True,
+)
+app.add_typer(database, name="db")
+
+
+@database.command("upgrade")
+def db_upgrade() -> None:
+    """把 ZHIPING_DATABASE_URL 指向的数据库升级到最新的结构版本；已是最新则不做任何改动。
+
+    工作进程和 `zhiping up` 启动时也会自动执行同样的迁移。
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = get_settings().database_url
+    shown = make_url(url).render_as_string(hide_password=True)
+
+    async def work() -> tuple[str | None, str | None]:
+        db = Database.from_url(url)
+        try:
+            before = await db.schema_revision()
+            await db.create_schema()
+            return before, await db.schema_revision()
+        finally:
+            await db.dispose()
+
+    try:
+        before, after = asyncio.run(work())
+    except (SQLAlchemyError, OSError) as error:
+        raise _fail("DATABASE_UNAVAILABLE", f"无法迁移数据库 {shown}：{error}") from None
+    if before == after:
+        console.print(f"数据库 {shown} 已是最新结构版本 {after}，无需迁移。", highlight=False)
+    else:
+        console.print(
+            f"数据库 {shown} 已从结构版本 {before or '（空库）'} 升级到 {after}。", highlight=False
+        )
+
+
+# -- outbound webhooks -------------------------------------------------------------------------
+
+webhooks = typer.Typer(
+    help="出站事件订阅：每次状态变更以签名的 CloudEvent 推送给订阅方，按申报顺序、失败重试直至送达。",
+    no_args_is_help=True,
+)
+app.add_typer(webhooks, name="webhooks")
+SUBSCRIPTION_ARG = typer.Argument(..., help="订阅编号")
+
+
+def _print_subscriptions(views: list[SubscriptionView]) -> None:
+    table = Table(title=f"出站事件订阅（共 {len(views)} 个）")
+    for column in ("订阅编号", "接收地址", "事件类型", "说明", "创建时间"):
+        table.add_column(column)
+    for view in views:
+        table.add_row(
+            view.subscription_id,
+            view.url,
+            "\n".join(view.event_types),
+            view.description or "—",
+            _fmt(view.created_at),
+        )
+    console.print(table)
+
+
+@webhooks.command("add")
+def webhooks_add(
+    subscription_id: str = SUBSCRIPTION_ARG,
+    url: str = typer.Option(..., "--url", help="接收地址（http 或 https），应答 2xx 即视为已送达"),
+    event_types: list[str] = typer.Option(  # noqa: B008
+        [ALL_EVENTS], "--type", help=f"事件类型，可重复；默认 {ALL_EVENTS}（全部）"
+    ),
+    secret: str = typer.Option(
+        ..., "--secret", envvar="ZHIPING_WEBHOOK_SECRET", help="签名密钥（至少 16 个字符）"
+    ),
+    description: str | None = typer.Option(None, "--description", help="说明"),
+    actor: str = typer.Option("ops", "--actor", help="记录在案的操作人"),
+) -> None:
+    """添加订阅；同一编号、同样设置重复添加不产生变化。"""
+
+    async def work() -> SubscriptionView:
+        inp = SubscribeInput(
+            subscription_id=subscription_id,
+            url=url,
+            event_types=event_types,
+            secret=secret,
+            description=description,
+            actor=actor,
+        )
+        settings = get_settings()
+        return await subscriptions.subscribe(await connect(settings), settings.task_queue, inp)
+
+    view = _run(work)
+    console.print(f"已订阅 {view.subscription_id}：{view.url}", highlight=False)
+
+
+@webhooks.command("list")
+def webhooks_list(as_json: bool = JSON_OPTION) -> None:
+    """列出所有订阅（不显示密钥）。"""
+    settings = get_settings()
+    views = _run(
+        lambda: _with_client(lambda c: subscriptions.list_subscriptions(c, settings.task_queue))
+    )
+    if as_json:
+        _print_json([view.model_dump(mode="json") for view in views])
+    else:
+        _print_subscriptions(views)
+
+
+@webhooks.command("remove")
+def webhooks_remove(
+    subscription_id: str = SUBSCRIPTION_ARG,
+    actor: str = typer.Option("ops", "--actor", help="记录在案的操作人"),
+) -> None:
+    """取消订阅；尚未送达的事件不再投递。"""
+    settings = get_settings()
+
+    async def work() -> SubscriptionView:
+        inp = UnsubscribeInput(subscription_id=subscription_id, actor=actor)
+        return await subscriptions.unsubscribe(await connect(settings), settings.task_queue, inp)
+
+    _run(work)
+    console.print(f"已取消订阅 {subscription_id}。", highlight=False)
+
+
+@webhooks.command("deliveries")
+def webhooks_deliveries(
+    subscription_id: str = SUBSCRIPTION_ARG,
+    status: str | None = typer.Option(
+        None, "--status", help="pending（重试中）、delivered（已送达）或 dropped（已取消订阅）"
+    ),
+    application_id: str | None = typer.Option(None, "--app", help="只看这份申报"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """投递记录：每个事件的尝试次数、最近一次应答与结果（来自读模型）。"""
+    rows = _run(
+        lambda: _with_db(
+            lambda db: subscriptions.list_deliveries(
+                db, subscription_id, status=status, application_id=application_id
+            )
+        )
+    )
+    if as_json:
+        _print_json([row.model_dump(mode="json") for row in rows])
+        return
+    labels = {"pending": "重试中", "delivered": "已送达", "dropped": "已放弃"}
+    table = Table(title=f"订阅 {subscription_id} 的投递记录（共 {len(rows)} 条）")
+    for column in ("申报编号", "序号", "事件类型", "结果", "尝试次数", "最近应答", "最近尝试"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.application_id,
+            str(row.seq),
+            row.event_type.removeprefix("cn.zhiping.application."),
+            labels.get(row.status, row.status),
+            str(row.attempts),
+            str(row.last_status_code) if row.last_status_code else (row.last_error or "—")[:40],
+            _fmt(row.last_attempt_at),
+        )
+    console.print(table)
 
 
 def main() -> None:
