@@ -464,6 +464,17 @@ async def test_cloudevents_apply_once_each(api: Api) -> None:
     recreated = await api.event("platform", "evt-9", "cn.zhiping.application.created", created)
     assert recreated.status_code == 201 and recreated.json()["state"] == "awaiting_meeting"
 
+    # After the application has ended, a redelivered event it took gets the same answer
+    # (and changes nothing); a new one is refused because the application is closed.
+    withdrawn = await api.call("POST", api.path("E1", "withdraw"), "ops", {"reason": "个人原因"})
+    assert withdrawn.status_code == 200, withdrawn.text
+    await api.client.get_workflow_handle(application_workflow_id(CYCLE, "E1")).result()
+    late = await api.event("payment", "pay-1", "cn.zhiping.payment.confirmed", paid)
+    assert late.status_code == 200, late.text
+    assert late.json() == first.json()
+    new = await api.event("payment", "pay-3", "cn.zhiping.payment.confirmed", paid)
+    assert new.status_code == 409 and new.json()["code"] == "APPLICATION_CLOSED"
+
 
 async def test_cloudevents_refused_in_the_error_shape(api: Api) -> None:
     unknown = await api.event("platform", "u-1", "cn.zhiping.application.deleted", {})
