@@ -9,6 +9,7 @@ its timers still acting.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -202,3 +203,26 @@ async def test_visibility_filters_applications_by_stage(tmp_path: Path) -> None:
             values = " ".join(str(v) for v in wf.search_attributes.values())
             assert not any(number in values for number in id_numbers.values())
             assert not any(person_key(n, secret) in values for n in id_numbers.values())
+
+
+async def test_up_refuses_a_port_in_use_before_starting_anything(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    zhiping = Path(find_binary("temporal")).with_name("zhiping")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "ZHIPING_TEMPORAL_ADDRESS": settings.temporal_address,
+            "ZHIPING_DATA_DIR": str(tmp_path),
+            "ZHIPING_DATABASE_URL": settings.database_url,
+            "ZHIPING_API_PORT": str(port),
+        }
+        process = await asyncio.create_subprocess_exec(
+            str(zhiping), "up", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    assert f"PORT_IN_USE: HTTP API 端口 127.0.0.1:{port} 已被占用" in stderr.decode()
+    assert not (tmp_path / "temporal.db").exists()  # the dev server was never started

@@ -44,7 +44,13 @@ from models.webhooks import ALL_EVENTS, SubscribeInput, SubscriptionView, Unsubs
 from zhiping import service, sessions, subscriptions
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
-from zhiping.stack import describe_transition, embedded_stack, follow_transitions
+from zhiping.stack import (
+    PortInUse,
+    describe_transition,
+    embedded_stack,
+    ensure_free,
+    follow_transitions,
+)
 
 app = typer.Typer(
     help="职评 zhiping：职称评审全流程自动化（Temporal 工作流）", no_args_is_help=True
@@ -67,6 +73,7 @@ def _cancel_on_signals() -> None:
 
 
 async def _up(settings: Settings, ui_port: int) -> None:
+    ensure_free(settings.api_host, settings.api_port, "HTTP API ")
     _cancel_on_signals()
     async with embedded_stack(settings, ui_port=ui_port):
         console.print(
@@ -135,8 +142,11 @@ async def _demo(settings: Settings, ui_port: int) -> None:
 def up(ui_port: int = typer.Option(8233, help="Temporal UI 端口")) -> None:
     """启动本地全套服务（Temporal 开发服务器 + 工作进程），实时打印每一次状态变更。"""
     logging.basicConfig(level=logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(_up(get_settings(), ui_port))
+    try:
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(_up(get_settings(), ui_port))
+    except PortInUse as error:
+        raise _fail("PORT_IN_USE", str(error)) from None
     console.print("已停止。所有申报已持久化，重新启动后从原处继续。")
 
 
@@ -144,8 +154,11 @@ def up(ui_port: int = typer.Option(8233, help="Temporal UI 端口")) -> None:
 def demo(ui_port: int = typer.Option(8233, help="Temporal UI 端口")) -> None:
     """启动本地服务并运行一个演示评审周期（约一分钟），直到每件申报都有最终结果。"""
     logging.basicConfig(level=logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(_demo(get_settings(), ui_port))
+    try:
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(_demo(get_settings(), ui_port))
+    except PortInUse as error:
+        raise _fail("PORT_IN_USE", str(error)) from None
 
 
 @app.command()

@@ -35,10 +35,21 @@ def _host_port(address: str) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", parsed.port or 7233
 
 
-def _listening(host: str, port: int) -> bool:
+class PortInUse(RuntimeError):
+    """A port the stack needs is taken (by another stack, or anything else)."""
+
+
+def ensure_free(host: str, port: int, what: str) -> None:
+    """Refuse to start when ``host:port`` cannot be bound, before anything is started."""
     with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise PortInUse(
+                f"{what}端口 {host}:{port} 已被占用（{error.strerror}）："
+                "是否已有一个 zhiping 栈在运行？可用环境变量或选项改用其他端口。"
+            ) from None
 
 
 async def _wait_for_server(
@@ -63,8 +74,9 @@ async def dev_server(
 ) -> AsyncIterator[None]:
     """Run ``temporal server start-dev`` persisting to ``data_dir/temporal.db``."""
     host, port = _host_port(settings.temporal_address)
-    if _listening(host, port):
-        raise RuntimeError(f"端口 {host}:{port} 已被占用：是否已有一个 zhiping 栈在运行？")
+    ensure_free(host, port, "Temporal 服务")
+    if ui_port:
+        ensure_free(host, ui_port, "Temporal UI ")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     command = [
         find_binary("temporal"),
