@@ -40,7 +40,14 @@ from models.lifecycle import ACTION_LABELS, STATE_LABELS, State
 from models.meeting_commands import Attendance, Ballot, CloseMeeting, MeetingView
 from models.policy import CHINA_TZ, Level
 from models.tables import TransitionLog
-from models.webhooks import ALL_EVENTS, SubscribeInput, SubscriptionView, UnsubscribeInput
+from models.webhooks import (
+    ALL_EVENTS,
+    SIGNATURE_HEADER,
+    SubscribeInput,
+    SubscriptionView,
+    UnsubscribeInput,
+    sign,
+)
 from zhiping import service, sessions, subscriptions
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
@@ -1254,6 +1261,43 @@ def webhooks_deliveries(
             _fmt(row.last_attempt_at),
         )
     console.print(table)
+
+
+@webhooks.command("listen")
+def webhooks_listen(
+    port: int = typer.Option(9000, "--port", help="监听端口（127.0.0.1）"),
+    secret: str = typer.Option(
+        ..., "--secret", envvar="ZHIPING_WEBHOOK_SECRET", help="订阅时设定的签名密钥"
+    ),
+) -> None:
+    """一个用于联调的接收端：验证签名、打印收到的每个事件并应答 204（签名不符则 401）。"""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get(SIGNATURE_HEADER) != sign(secret, body):
+                err_console.print("[red]BAD_SIGNATURE: 签名不符，已拒收[/red]", highlight=False)
+                self.send_response(401)
+            else:
+                event = json.loads(body)
+                data = event.get("data", {})
+                console.print(
+                    f"{event['id']}  {event['type']}  {data.get('from')} → {data.get('to_label')}"
+                    f"（第 {self.headers.get('X-Zhiping-Attempt')} 次投递）",
+                    highlight=False,
+                )
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    console.print(f"接收端已在 http://127.0.0.1:{port}/ 监听，按 Ctrl-C 停止。")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    server.server_close()
 
 
 def main() -> None:
