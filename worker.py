@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -41,7 +42,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     await db.create_schema()
     client = await connect(settings)
     activities = ZhipingActivities(db, channel_from_name(settings.notification_channel))
-    worker = build_worker(client, activities, settings.task_queue)
+    worker = build_worker(
+        client,
+        activities,
+        settings.task_queue,
+        # Drain: stop polling, let running activities (a webhook POST, an outbox write)
+        # finish for up to this long, and only then cancel what is left for a retry.
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+    )
     async with worker:
         logging.getLogger("zhiping.worker").info(
             "worker polling task queue %s at %s", settings.task_queue, settings.temporal_address

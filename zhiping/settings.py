@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     notification_channel: str = "log"
     """Where notifications go after the outbox: ``log`` (the default) or ``none``."""
     data_dir: Path = DATA_DIR
+    worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    """On SIGTERM a worker stops polling and lets running activities finish for this long
+    (keep it below the container's stop grace period)."""
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_tokens: dict[str, str] = Field(default_factory=dict)
