@@ -728,7 +728,10 @@ def _print_meeting(view: MeetingView) -> None:
         f"{rules.vote_pass_fraction} 赞成",
         highlight=False,
     )
-    caps = "；".join(f"{Level(level).label} {cap} 人" for level, cap in rules.caps.items() if cap)
+    levels = {candidate.level.value for candidate in view.candidates}
+    caps = "；".join(
+        f"{Level(level).label} {cap} 人" for level, cap in rules.caps.items() if level in levels
+    )
     if caps:
         console.print(f"通过人数上限：{caps}", highlight=False)
     state = (
@@ -737,6 +740,9 @@ def _print_meeting(view: MeetingView) -> None:
         else "进行中"
     )
     console.print(f"已收选票 {view.ballots_received} 份；状态：{state}", highlight=False)
+    if not view.candidates:
+        console.print("候选人：无（登记时本周期没有待评审会的申报）", highlight=False)
+        return
     tallies = {t.code: t for t in view.tallies}
     table = Table(title=f"候选人（共 {len(view.candidates)} 人，匿名编号）")
     for column in ("编号", "级别", "赞成", "不赞成", "结果"):
