@@ -16,6 +16,7 @@ from activities.coordination import CoordinationActivities
 from activities.webhooks import WebhookActivities
 from workflows import WORKFLOWS
 from zhiping.client import connect
+from zhiping.metrics import app_metrics, metrics_runtime
 from zhiping.settings import Settings, get_settings
 
 
@@ -40,7 +41,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then drain gracefully."""
     db = Database.from_url(settings.database_url)
     await db.create_schema()
-    client = await connect(settings)
+    # Metrics (ZHIPING_METRICS_ENABLED): the client's runtime serves Prometheus /metrics,
+    # and app_metrics below keeps the application's gauges on it (zhiping/metrics.py).
+    runtime = metrics_runtime(settings) if settings.metrics_enabled else None
+    client = await connect(settings, runtime=runtime)
     activities = ZhipingActivities(db, channel_from_name(settings.notification_channel))
     worker = build_worker(
         client,
@@ -50,7 +54,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         # finish for up to this long, and only then cancel what is left for a retry.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
     )
-    async with worker:
+    async with worker, app_metrics(runtime, db, settings):
         logging.getLogger("zhiping.worker").info(
             "worker polling task queue %s at %s", settings.task_queue, settings.temporal_address
         )

@@ -34,9 +34,16 @@ class Settings(BaseSettings):
     """CloudEvent ``source`` → HMAC-SHA256 secret of its ``POST /events`` (JSON in
     ``ZHIPING_EVENT_SECRETS``), e.g. ``{"platform": "…", "payment": "…"}``."""
     metrics_enabled: bool = False
-    """Serve Prometheus metrics on ``metrics_port`` (``ZHIPING_METRICS_ENABLED``)."""
+    """The worker serves Prometheus metrics at ``http://metrics_host:metrics_port/metrics``
+    (``ZHIPING_METRICS_ENABLED``); see ``zhiping/metrics.py``."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics endpoint binds (``ZHIPING_METRICS_HOST``): every interface, so a
+    Prometheus in the container network can scrape it; ``127.0.0.1`` keeps it local."""
     metrics_port: int = 9464
     """Port of the Prometheus metrics endpoint (``ZHIPING_METRICS_PORT``)."""
+    metrics_refresh_seconds: float = Field(default=15.0, gt=0)
+    """How often the application's metrics are counted again in the database
+    (``ZHIPING_METRICS_REFRESH_SECONDS``)."""
 
 
 @lru_cache
