@@ -6,6 +6,7 @@ Pure functions over anonymous candidate codes: nothing here knows who a candidat
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -33,9 +34,21 @@ class Tally(BaseModel):
     """After the pass-rate cap."""
 
 
-def anonymous_codes(meeting_id: str, keys: Sequence[str]) -> dict[str, str]:
-    """Give each key a code ``C001``… in an order that reveals nothing about the key."""
-    ordered = sorted(keys, key=lambda k: hashlib.sha256(f"{meeting_id}\0{k}".encode()).hexdigest())
+def anonymous_codes(meeting_id: str, keys: Sequence[str], secret: str = "") -> dict[str, str]:
+    """Give each key a code ``C001``… in an order that reveals nothing about the key.
+
+    With ``secret`` (the meeting's own random key, never shown) the order is a keyed hash,
+    so someone who knows the meeting id and the workflow ids still cannot recompute who
+    is which code. Without it (meetings opened before the key existed) it is a plain hash.
+    """
+
+    def rank(key: str) -> str:
+        message = f"{meeting_id}\0{key}".encode()
+        if secret:
+            return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+        return hashlib.sha256(message).hexdigest()
+
+    ordered = sorted(keys, key=rank)
     return {key: f"C{number:03d}" for number, key in enumerate(ordered, start=1)}
 
 

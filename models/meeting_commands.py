@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,11 @@ def meeting_workflow_id(cycle_id: str, meeting_id: str) -> str:
     return f"meeting:{cycle_id}:{meeting_id}"
 
 
+def new_code_secret() -> str:
+    """A fresh random key for a meeting's anonymous codes."""
+    return secrets.token_hex(16)
+
+
 class OpenMeeting(BaseModel):
     meeting_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     policy: CyclePolicy
@@ -24,6 +30,9 @@ class OpenMeeting(BaseModel):
     clock: CycleClock = Field(default_factory=CycleClock)
     delivery_batch: int = Field(default=100, ge=1)
     """Results delivered per run before continuing as new (bounds the history)."""
+    code_secret: str = Field(default="", repr=False)
+    """Keys the anonymous codes (:func:`models.meeting.anonymous_codes`); the opener draws
+    it at random (:func:`new_code_secret`) and no view ever shows it."""
 
 
 class Enrolled(BaseModel):
@@ -75,6 +84,8 @@ class MeetingView(BaseModel):
     tallies: list[Tally]
     closed: bool
     results_delivered: int
+    enrolled: bool = False
+    """True once enrolment is done (``candidates`` is then final, possibly empty)."""
 
 
 # -- activities -----------------------------------------------------------------------------
@@ -117,4 +128,5 @@ __all__ = [
     "OpenMeeting",
     "ResultDelivery",
     "meeting_workflow_id",
+    "new_code_secret",
 ]

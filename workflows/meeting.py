@@ -103,6 +103,7 @@ class MeetingWorkflow:
             tallies=state.tallies,
             closed=state.closed_at is not None,
             results_delivered=len(state.delivered),
+            enrolled=self._state is not None,
         )
 
     @workflow.update
@@ -226,7 +227,9 @@ class MeetingWorkflow:
             )
         )
         kept = [ref for ref, ok in zip(refs, enrolled, strict=True) if ok]
-        codes = anonymous_codes(meeting_id, [ref.workflow_id for ref in kept])
+        codes = anonymous_codes(
+            meeting_id, [ref.workflow_id for ref in kept], self._meeting.code_secret
+        )
         candidates = sorted(
             (Candidate(code=codes[ref.workflow_id], level=ref.level) for ref in kept),
             key=lambda c: c.code,

@@ -45,6 +45,7 @@ from models.meeting_commands import (
     MeetingView,
     OpenMeeting,
     meeting_workflow_id,
+    new_code_secret,
 )
 from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
 from workflows import ApplicationWorkflow, MeetingWorkflow
@@ -300,6 +301,7 @@ class _Demo:
                     committee_size=len(EXPERTS),
                     opened_by="ops:O01",
                     clock=self.clock,
+                    code_secret=new_code_secret(),
                 )
             ),
             id=meeting_workflow_id(self.policy.cycle_id, "M-2024"),

@@ -42,6 +42,7 @@ from models.meeting_commands import (
     MeetingView,
     OpenMeeting,
     meeting_workflow_id,
+    new_code_secret,
 )
 from models.policy import CyclePolicy, load_policy
 
@@ -376,6 +377,7 @@ async def open_meeting(
         held_at=opening.held_at,
         committee_size=opening.committee_size,
         opened_by=opened_by,
+        code_secret=new_code_secret(),
     )
     await _start(
         MEETING,
@@ -386,44 +388,12 @@ async def open_meeting(
         MeetingRun(meeting=meeting),
     )
     cycle_id, meeting_id = policy.cycle_id, opening.meeting_id
-    start = time.monotonic()
-    probed = start
+    deadline = time.monotonic() + wait
     while True:
         view = await meeting_view(client, cycle_id, meeting_id)
-        if view.candidates or time.monotonic() - start >= wait:
+        if view.enrolled or time.monotonic() >= deadline:
             return view
-        # Nobody enrolled yet: still enrolling, or nobody waits for the meeting. Only the
-        # probe tells, and each probe costs the meeting a workflow task: ask twice a second.
-        if time.monotonic() - probed >= 0.5:
-            probed = time.monotonic()
-            if await _enrolled(client, cycle_id, meeting_id):
-                return await meeting_view(client, cycle_id, meeting_id)
         await asyncio.sleep(0.05)
-
-
-_PROBE = "__enrolment_probe__"
-
-
-async def _enrolled(client: Client, cycle_id: str, meeting_id: str) -> bool:
-    """Whether the meeting has finished enrolling.
-
-    The view cannot tell "still enrolling" from "nobody to enrol", but every update's
-    validator checks enrolment first (``MEETING_NOT_READY``). So this sends a ballot that
-    is always refused (``_PROBE`` is never a candidate code) and reads which refusal it
-    got. A refused update leaves no trace in the workflow's history.
-    """
-    handle = client.get_workflow_handle(meeting_workflow_id(cycle_id, meeting_id))
-    try:
-        await handle.execute_update(
-            "record_ballot", Ballot(expert_id=_PROBE, votes={_PROBE: True}), result_type=MeetingView
-        )
-    except WorkflowUpdateFailedError as error:
-        return getattr(error.cause, "type", None) != "MEETING_NOT_READY"
-    except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:  # ended: enrolment long done
-            return True
-        raise
-    return True
 
 
 async def meeting_view(client: Client, cycle_id: str, meeting_id: str) -> MeetingView:

@@ -82,3 +82,14 @@ def test_anonymous_codes_are_stable_and_do_not_follow_the_ids() -> None:
     assert codes == anonymous_codes("M1", list(reversed(ids)))
     assert sorted(codes.values()) == [f"C{n:03d}" for n in range(1, 31)]
     assert [codes[i] for i in ids] != sorted(codes.values())
+
+
+def test_keyed_codes_cannot_be_recomputed_without_the_meetings_secret() -> None:
+    ids = [f"application:2024-aksu-party-school:A{n:03d}" for n in range(20)]
+    keyed = anonymous_codes("M1", ids, "s3cret-of-the-meeting")
+    assert keyed == anonymous_codes("M1", list(reversed(ids)), "s3cret-of-the-meeting")
+    assert sorted(keyed.values()) == [f"C{n:03d}" for n in range(1, 21)]
+    # Whoever knows the meeting id and the workflow ids but not the secret gets another
+    # assignment (the plain hash), and so cannot tell who is which code.
+    assert keyed != anonymous_codes("M1", ids)
+    assert keyed != anonymous_codes("M1", ids, "another-secret")
