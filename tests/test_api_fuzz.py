@@ -22,6 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis.checks import not_a_server_error
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities import Database, ZhipingActivities
@@ -60,6 +61,7 @@ class _Stack:
                 dev_server_extra_args=dev_server_flags(),
                 ip="127.0.0.1",
                 port=self.port,
+                data_converter=pydantic_data_converter,
             )
         except BaseException as error:
             self._error = error
