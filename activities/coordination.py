@@ -1,5 +1,5 @@
 """Activities that reach other workflows: find candidates, enrol them, schedule defenses,
-deliver results.
+deliver results, extend deadlines.
 
 A workflow cannot send an Update to another workflow, so these activities do it through
 the client, each with a deterministic update id: a retried activity (a worker killed
@@ -22,6 +22,7 @@ from models.commands import (
     DefenseSchedule,
     MeetingEnrolment,
     MeetingResult,
+    application_workflow_id,
 )
 from models.defense_commands import (
     DefenseDelivery,
@@ -29,6 +30,12 @@ from models.defense_commands import (
     DeliveryOutcome,
     SchedulingOutcome,
     defense_actor,
+)
+from models.extension_commands import (
+    ApplyDeadlineChange,
+    ChangeOutcome,
+    DeadlineChangeResult,
+    FindRunningApplications,
 )
 from models.lifecycle import State
 from models.meeting_commands import CandidateRef, Enrolment, FindCandidates, ResultDelivery
@@ -50,6 +57,8 @@ class CoordinationActivities:
             self.deliver_meeting_result,
             self.schedule_defense_for,
             self.deliver_defense_result,
+            self.find_running_applications,
+            self.apply_deadline_change,
         ]
 
     @activity.defn
@@ -185,6 +194,57 @@ class CoordinationActivities:
         status = await handle.query(ApplicationWorkflow.status)
         told = _told_defense(status, delivery.session_id)
         return DeliveryOutcome.delivered if told else DeliveryOutcome.closed
+
+    # -- cycle-wide deadline extension (DeadlineExtensionWorkflow) --------------------------
+
+    @activity.defn
+    async def find_running_applications(self, query: FindRunningApplications) -> list[str]:
+        """The application ids of every running application of the cycle, through visibility.
+
+        Visibility, not the read model: the read model is written by activities and may lag.
+        """
+        prefix = application_workflow_id(query.cycle_id, "")
+        visibility = (
+            f"WorkflowType = '{ApplicationWorkflow.__name__}' AND Cycle = '{query.cycle_id}'"
+            " AND ExecutionStatus = 'Running'"
+        )
+        found = {
+            execution.id.removeprefix(prefix)
+            async for execution in self._client.list_workflows(visibility)
+            if execution.id.startswith(prefix)
+        }
+        return sorted(found)
+
+    @activity.defn
+    async def apply_deadline_change(self, apply: ApplyDeadlineChange) -> DeadlineChangeResult:
+        """Give one application the change, exactly once; an ended application is skipped.
+
+        The update id is the change's: a retry after success (also after the application has
+        ended since) gets the first answer back from the server instead of a second change.
+        """
+        handle = self._client.get_workflow_handle_for(
+            ApplicationWorkflow.run, application_workflow_id(apply.cycle_id, apply.application_id)
+        )
+        try:
+            await handle.execute_update(
+                ApplicationWorkflow.change_deadlines, apply.change, id=apply.update_id
+            )
+            return DeadlineChangeResult(outcome=ChangeOutcome.changed)
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            code = cause.type if isinstance(cause, ApplicationError) else None
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            log.info("deadline change refused by %s: %s", handle.id, cause)
+            if code == "TRANSITION_NOT_ALLOWED":  # it reached a final state meanwhile
+                return DeadlineChangeResult(outcome=ChangeOutcome.skipped, code=code)
+            return DeadlineChangeResult(
+                outcome=ChangeOutcome.refused, code=code or "UPDATE_REFUSED", message=message
+            )
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        # Completed before this change reached it (an applied id would have answered).
+        return DeadlineChangeResult(outcome=ChangeOutcome.skipped, code="APPLICATION_CLOSED")
 
     @staticmethod
     async def _missing(

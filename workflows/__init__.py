@@ -1,15 +1,24 @@
-"""Durable orchestration: one workflow per application, per evaluation meeting, per defense session."""
+"""Durable orchestration: one workflow per application, per evaluation meeting, per defense session,
+per cycle-wide deadline extension."""
 
 from workflows.application import ApplicationWorkflow
 from workflows.defense import DefenseSessionWorkflow
+from workflows.extension import DeadlineExtensionWorkflow
 from workflows.meeting import MeetingWorkflow
 from workflows.webhooks import WebhookRegistryWorkflow
 
-WORKFLOWS = (ApplicationWorkflow, DefenseSessionWorkflow, MeetingWorkflow, WebhookRegistryWorkflow)
+WORKFLOWS = (
+    ApplicationWorkflow,
+    DeadlineExtensionWorkflow,
+    DefenseSessionWorkflow,
+    MeetingWorkflow,
+    WebhookRegistryWorkflow,
+)
 
 __all__ = [
     "WORKFLOWS",
     "ApplicationWorkflow",
+    "DeadlineExtensionWorkflow",
     "DefenseSessionWorkflow",
     "MeetingWorkflow",
     "WebhookRegistryWorkflow",

@@ -6,15 +6,19 @@ workflow stays the single writer of an application's state.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -37,8 +41,14 @@ from models.commands import (
     application_workflow_id,
 )
 from models.errors import DomainError
+from models.extension_commands import (
+    ExtendDeadlines,
+    ExtensionReport,
+    deadline_change_update_id,
+    deadline_extension_workflow_id,
+)
 from models.identity import person_key
-from models.lifecycle import FINAL_STATES, STATE_LABELS, TRANSITIONS, State
+from models.lifecycle import STATE_LABELS, TRANSITIONS, ApplicationRecord, Lifecycle, State
 from models.policy import Level, load_policy
 from models.tables import Application
 
@@ -274,38 +284,137 @@ async def submit_application(
     return await _update(client, cycle_id, application_id, "submit", submission, event_id)
 
 
+EXTENSION_BATCH = 50
+"""Applications a deadline extension changes per workflow run before continuing as new."""
+
+
 def deadline_change_id(change: DeadlineChange) -> str:
     """The update id of a cycle-wide change: the same change, rerun, applies once."""
-    digest = hashlib.sha256(change.model_dump_json().encode()).hexdigest()[:24]
-    return f"change_deadlines:{digest}"
+    return deadline_change_update_id(change)
 
 
 async def extend_cycle_deadlines(
-    client: Client, db: Database, cycle_id: str, change: DeadlineChange
+    client: Client,
+    db: Database,
+    cycle_id: str,
+    change: DeadlineChange,
+    *,
+    batch_size: int = EXTENSION_BATCH,
 ) -> list[str]:
-    """Apply ``change`` to every running application of the cycle; return their ids.
+    """Apply ``change`` to every running application of the cycle, durably; return their ids.
 
-    Applications that finished in the meantime are skipped; any other refusal is raised.
+    A ``DeadlineExtensionWorkflow`` does the work, so a caller that dies half-way (an API
+    crash) leaves no application behind: the workflow carries on by itself. Its id comes
+    from the cycle and the change, so calling again with the same change attaches to that
+    run, or returns its result, and changes nothing twice. Applications that ended in the
+    meantime are skipped. The workflow finds the applications through visibility, which
+    does not lag like the read model: ``db`` is no longer read.
+
+    Raises:
+        DomainError: the change is refused before anything starts, with the lifecycle's
+            code (``DEADLINE_NOT_EXTENDED``, ``NO_DEADLINE_CHANGE``, ``DEADLINES_INCONSISTENT``,
+            …), checked against the deadlines the applications started with. Or an
+            application refused it while the workflow ran, because its deadlines had been
+            extended beyond the change since; that code is raised after the workflow ends,
+            the others keep their change, and ``details`` lists both.
     """
-    final = [s.value for s in FINAL_STATES]
-    query = (
-        select(Application.application_id)
-        .where(Application.cycle_id == cycle_id, Application.state.not_in(final))
-        .order_by(Application.application_id)
+    if not _is_plain_name(cycle_id):
+        raise DomainError("CYCLE_NOT_FOUND", f"未找到评审周期 {cycle_id}", cycle_id=cycle_id)
+    workflow_id = deadline_extension_workflow_id(cycle_id, change)
+    sample = await _running_application(client, cycle_id)
+    if sample is None:  # nothing runs; an earlier run of this very change still answers
+        earlier = await _earlier_extension(client, workflow_id)
+        return [] if earlier is None else _changed(earlier)
+    _check_deadline_change(await _start_input(client, sample), change)
+    start = ExtendDeadlines(
+        cycle_id=cycle_id,
+        change=change,
+        update_id=deadline_change_update_id(change),
+        batch_size=batch_size,
     )
-    async with db.sessions() as session:
-        application_ids = list((await session.scalars(query)).all())
-    event_id = deadline_change_id(change)
-    changed: list[str] = []
-    for application_id in application_ids:
-        try:
-            await perform(client, cycle_id, application_id, "change_deadlines", change, event_id)
-        except DomainError as error:
-            if error.code in {"APPLICATION_CLOSED", "TRANSITION_NOT_ALLOWED"}:
-                continue
-            raise
-        changed.append(application_id)
-    return changed
+    try:
+        handle = await client.start_workflow(
+            "DeadlineExtensionWorkflow",
+            start,
+            id=workflow_id,
+            # The worker that runs the cycle's applications runs their extension too.
+            task_queue=sample.task_queue,
+            result_type=ExtensionReport,
+            # Running: attach to it. Completed: its result is the answer (below). Failed or
+            # terminated: run again; each application's update id still applies it once.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(workflow_id, result_type=ExtensionReport)
+    report: ExtensionReport = await handle.result()
+    return _changed(report)
+
+
+async def _running_application(client: Client, cycle_id: str) -> WorkflowExecution | None:
+    """Any one running application of the cycle (visibility), or None."""
+    query = (
+        f"WorkflowType = 'ApplicationWorkflow' AND Cycle = '{cycle_id}'"
+        " AND ExecutionStatus = 'Running'"
+    )
+    async for execution in client.list_workflows(query, limit=1):
+        return execution
+    return None
+
+
+async def _start_input(client: Client, execution: WorkflowExecution) -> StartApplication:
+    """What an application was started with: its cycle's policy and deadlines."""
+    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        [start] = await client.data_converter.decode(payloads, [StartApplication])
+        if isinstance(start, StartApplication):
+            return start
+        break
+    raise RuntimeError(f"no start input in the history of {execution.id}")
+
+
+def _check_deadline_change(start: StartApplication, change: DeadlineChange) -> None:
+    """Refuse a change the cycle's applications would refuse, before anything changes.
+
+    The lifecycle's own rule (``check_deadline_change``), run on the deadlines the cycle's
+    applications started with: a shortening, an empty change, a change that leaves the
+    deadlines out of order.
+    """
+    record = ApplicationRecord(
+        application_id=start.application_id,
+        cycle_id=start.policy.cycle_id,
+        level=start.level,
+        deadlines=start.policy.deadlines,
+    )
+    Lifecycle(record, start.policy).check_deadline_change(change.changes())
+
+
+async def _earlier_extension(client: Client, workflow_id: str) -> ExtensionReport | None:
+    """The result of an earlier run of this extension, if one completed (or still runs)."""
+    handle = client.get_workflow_handle(workflow_id, result_type=ExtensionReport)
+    try:
+        report: ExtensionReport = await handle.result()
+    except WorkflowFailureError:
+        return None
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return report
+
+
+def _changed(report: ExtensionReport) -> list[str]:
+    """The changed applications; an application's refusal (not just its end) is raised."""
+    if report.refused:
+        first = report.refused[0]
+        raise DomainError(
+            first.code,
+            f"申报 {first.application_id} 未接受本次延期：{first.message}",
+            changed=report.changed,
+            refused=[r.application_id for r in report.refused],
+        )
+    return report.changed
 
 
 class _DiagramModel:
@@ -350,6 +459,7 @@ def draw_lifecycle(status: ApplicationStatus, path: Path) -> Path:
 
 __all__ = [
     "ACTIONS",
+    "EXTENSION_BATCH",
     "ApplicationRow",
     "application_status",
     "deadline_change_id",
