@@ -1,11 +1,14 @@
-"""Shared fixtures: the real Temporal time-skipping test server and a real SQLite database."""
+"""Shared fixtures: the real Temporal time-skipping test server and a real SQL database
+(SQLite and a throw-away PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +34,7 @@ from models.clock import CycleClock
 from models.commands import ApplicationStatus, StartApplication, application_workflow_id
 from models.identity import person_key
 from models.policy import CyclePolicy, Level, load_policy
+from tests.postgres import PostgresServer
 from worker import build_worker
 from workflows import ApplicationWorkflow
 from workflows.visibility import dev_server_flags, register_search_attributes
@@ -75,14 +79,80 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+# --- The SQL database: SQLite and a throw-away PostgreSQL (issue 5) ---------------------
+# Every test that uses ``db`` (directly or through a fixture such as the API's) runs once
+# per database: ``[sqlite]`` on a file in its tmp_path, ``[postgresql]`` on a fresh
+# database of one PostgreSQL server started for the session (``tests/postgres.py``). Both
+# get their schema from the Alembic migrations, as the stack does. Exceptions: see
+# ``pytest_generate_tests``.
+# ZHIPING_TEST_DATABASES=sqlite runs the SQLite half alone (no PostgreSQL needed).
+DATABASES = [
+    name.strip()
+    for name in os.environ.get("ZHIPING_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if name.strip()
+]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session, removed with its data at the end."""
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/zhiping.db")
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of the backend the test is parametrized with (``DATABASES``)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/zhiping.db"
+        return
+    if backend != "postgresql":
+        raise ValueError(f"unknown test database {backend!r}")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = await server.create_database()
+    try:
+        yield url
+    finally:
+        await server.drop_database(url)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "databases(*names): run a test using ``db`` only on these databases"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Parametrize here rather than with fixture params, so that ZHIPING_TEST_DATABASES and
+    # ``@pytest.mark.databases("postgresql")`` decide; the ids read [sqlite], [postgresql].
+    # A workflow test that reaches ``db`` only through ``harness`` tests the workflow, not
+    # the database: it runs on SQLite alone (on both it would add ~30 s to the suite).
+    if "database_url" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("databases")
+    wanted = list(marker.args) if marker else ["sqlite", "postgresql"]
+    asks_for_db = "db" in inspect.signature(metafunc.function).parameters
+    if marker is None and "harness" in metafunc.fixturenames and not asks_for_db:
+        wanted = ["sqlite"]
+    names = [name for name in DATABASES if name in wanted]
+    metafunc.parametrize("database_url", names, indirect=True, ids=names)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url)
     await database.create_schema()
     try:
         yield database
     finally:
         await database.dispose()
+
+
+# --- end of the SQL database block ------------------------------------------------------
 
 
 @asynccontextmanager

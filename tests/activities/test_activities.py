@@ -1,9 +1,9 @@
-"""The activities against a real SQLite file, run in a real Temporal activity context."""
+"""The activities against real SQLite and PostgreSQL databases (``db`` in conftest), run in a
+real Temporal activity context."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -81,14 +81,6 @@ class RecordingChannel:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/nested/zhiping.db")
-    await database.create_schema()
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
 def channel() -> RecordingChannel:
     return RecordingChannel()
 
@@ -123,11 +115,16 @@ async def count(db: Database, entity: type[object]) -> int:
     return int(total or 0)
 
 
-async def test_schema_is_created_in_a_new_directory_with_wal(db: Database, tmp_path: Path) -> None:
-    assert (tmp_path / "nested" / "zhiping.db").exists()
-    async with db.engine.connect() as connection:
-        mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
-    assert mode == "wal"
+async def test_sqlite_schema_is_created_in_a_new_directory_with_wal(tmp_path: Path) -> None:
+    db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path}/nested/zhiping.db")
+    try:
+        await db.create_schema()
+        assert (tmp_path / "nested" / "zhiping.db").exists()
+        async with db.engine.connect() as connection:
+            mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        assert mode == "wal"
+    finally:
+        await db.dispose()
 
 
 async def test_record_transition_repeated_keeps_one_log_row(

@@ -1,0 +1,2 @@
+"""Migration revisions, oldest first; ``tests/activities/test_migrations.py`` checks that
+head matches ``models.tables``."""
