@@ -16,7 +16,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from models.errors import DomainError
 from models.lifecycle import TRANSITIONS
@@ -49,10 +49,11 @@ def matches(patterns: list[str], type_: str) -> bool:
     return any(fnmatch.fnmatchcase(type_, pattern) for pattern in patterns)
 
 
-class SubscribeInput(BaseModel):
-    """Ops subscribes a receiver to application events."""
+class SubscriptionSettings(BaseModel):
+    """Where to send which events, signed with what (the body of ``PUT /webhooks/{id}``)."""
 
-    subscription_id: str = Field(pattern=SUBSCRIPTION_ID, description="订阅编号")
+    model_config = ConfigDict(extra="forbid")
+
     url: AnyHttpUrl = Field(description="接收地址（http 或 https）")
     event_types: list[str] = Field(
         default_factory=lambda: [ALL_EVENTS],
@@ -62,7 +63,6 @@ class SubscribeInput(BaseModel):
     )
     secret: str = Field(min_length=16, max_length=200, description="签名密钥（至少 16 个字符）")
     description: str | None = Field(default=None, max_length=500)
-    actor: str = "ops"
 
     @field_validator("event_types")
     @classmethod
@@ -71,6 +71,13 @@ class SubscribeInput(BaseModel):
         if unknown:
             raise ValueError(f"未知的事件类型：{', '.join(unknown)}")
         return sorted(set(value))
+
+
+class SubscribeInput(SubscriptionSettings):
+    """Ops subscribes a receiver to application events."""
+
+    subscription_id: str = Field(pattern=SUBSCRIPTION_ID, description="订阅编号")
+    actor: str = "ops"
 
 
 class UnsubscribeInput(BaseModel):
@@ -230,6 +237,7 @@ __all__ = [
     "SubscribeInput",
     "Subscription",
     "SubscriptionRecord",
+    "SubscriptionSettings",
     "SubscriptionView",
     "UnsubscribeInput",
     "WebhookDeliveryInput",

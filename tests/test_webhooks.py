@@ -214,8 +214,9 @@ async def test_every_transition_reaches_each_receiver_once_in_order(
         main.start()  # back on the same port
         expected_w1 = ["create", "submit", "accept", "open_fee", "record_payment"]
         expected_w1.append("route_after_payment")
-        await eventually(lambda: main.triggers("W1") == expected_w1, "W1 after the outage")
-        await eventually(lambda: main.triggers("W2") == ["create", "withdraw"], "W2")
+        # The next retry comes by the backoff (1 s, 2 s, 4 s, … after the first failure).
+        await eventually(lambda: main.triggers("W1") == expected_w1, "W1 after the outage", 90)
+        await eventually(lambda: main.triggers("W2") == ["create", "withdraw"], "W2", 90)
         assert (await a2.result()).state.value == "withdrawn"
 
     for receiver in (main, payments):

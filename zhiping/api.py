@@ -25,7 +25,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -40,13 +40,12 @@ from models.lifecycle import State
 from models.meeting_commands import Ballot, MeetingView
 from models.policy import CyclePolicy, Level, load_policy
 from models.webhooks import (
-    ALL_EVENTS,
     SubscribeInput,
+    SubscriptionSettings,
     SubscriptionView,
     UnsubscribeInput,
     sign,
 )
-from models.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from zhiping import service, sessions, subscriptions
 from zhiping.client import connect
 from zhiping.settings import Settings, get_settings
@@ -217,22 +216,6 @@ def _signature_ok(secret: SecretStr | None, body: bytes, header: str | None) -> 
         return False
     expected = sign(secret.get_secret_value(), body)
     return hmac.compare_digest(expected.encode(), header.strip().lower().encode())
-
-
-class WebhookSubscriptionBody(BaseModel):
-    """A subscription's settings; its id is in the path."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: AnyHttpUrl = Field(description="接收地址（http 或 https），应答 2xx 即视为已送达")
-    event_types: list[str] = Field(
-        default_factory=lambda: [ALL_EVENTS],
-        min_length=1,
-        max_length=len(WEBHOOK_EVENT_TYPES) + 1,
-        description=f"事件类型（{WEBHOOK_EVENT_TYPES[0]} 等，每个状态机触发器一种），或 {ALL_EVENTS}",
-    )
-    secret: str = Field(min_length=16, max_length=200, description="签名密钥（至少 16 个字符）")
-    description: str | None = Field(default=None, max_length=500)
 
 
 SubscriptionId = Annotated[str, Path(pattern=NAME, description="订阅编号")]
@@ -851,7 +834,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.put("/webhooks/{subscription_id}", response_model=SubscriptionView, tags=["webhooks"])
     async def put_webhook(
         subscription_id: SubscriptionId,
-        body: WebhookSubscriptionBody,
+        body: SubscriptionSettings,
         principal: Annotated[Principal, Depends(allow(WEBHOOK_ROLES))],
     ) -> JSONResponse:
         """订阅申报状态变更事件：每次状态变更以签名的 CloudEvent POST 到 ``url``，

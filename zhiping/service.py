@@ -178,6 +178,22 @@ async def perform(
     return await _update(client, cycle_id, application_id, action, payload, event_id)
 
 
+def refusal_from(error: WorkflowUpdateFailedError) -> DomainError | None:
+    """The workflow's own refusal (validator or handler) as a ``DomainError``, with its
+    details; ``None`` when the update failed for another reason."""
+    cause = error.cause
+    if not (isinstance(cause, ApplicationError) and cause.type):
+        return None
+    details: dict[str, Any] = {}
+    try:
+        first = cause.details[0] if cause.details else None
+    except Exception:  # undecodable details must not hide the refusal itself
+        first = None
+    if isinstance(first, dict):
+        details = {str(k): v for k, v in first.items()}
+    return DomainError(cause.type, cause.message, **details)
+
+
 async def _update(
     client: Client,
     cycle_id: str,
@@ -194,9 +210,9 @@ async def _update(
         )
         return result
     except WorkflowUpdateFailedError as error:
-        cause = error.cause
-        if isinstance(cause, ApplicationError) and cause.type:
-            raise DomainError(cause.type, cause.message) from None
+        refused = refusal_from(error)
+        if refused is not None:
+            raise refused from None
         raise
     except RPCError as error:
         if error.status is not RPCStatusCode.NOT_FOUND:

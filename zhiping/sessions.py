@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.clock import CycleClock
@@ -45,6 +45,7 @@ from models.meeting_commands import (
     new_code_secret,
 )
 from models.policy import CyclePolicy, load_policy
+from zhiping.service import refusal_from
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME = re.compile(NAME)
@@ -256,21 +257,6 @@ async def _view(kind: _Kind, client: Client, cycle_id: str, key: str) -> Any:
         raise
 
 
-def _refusal(error: WorkflowUpdateFailedError) -> DomainError | None:
-    """The workflow's own refusal (validator or handler), with its details if any."""
-    cause = error.cause
-    if not (isinstance(cause, ApplicationError) and cause.type):
-        return None
-    details: dict[str, Any] = {}
-    try:
-        first = cause.details[0] if cause.details else None
-    except Exception:  # undecodable details must not hide the refusal itself
-        first = None
-    if isinstance(first, dict):
-        details = {str(k): v for k, v in first.items()}
-    return DomainError(cause.type, cause.message, **details)
-
-
 async def _update(
     kind: _Kind,
     client: Client,
@@ -289,7 +275,7 @@ async def _update(
     try:
         return await handle.execute_update(update, payload, id=update_id, result_type=kind.view)
     except WorkflowUpdateFailedError as error:
-        refusal = _refusal(error)
+        refusal = refusal_from(error)
         if refusal is None:
             raise
         raise refusal from None

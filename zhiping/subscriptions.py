@@ -12,10 +12,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
 
 from activities import Database
-from models.errors import DomainError
 from models.tables import WebhookDelivery
 from models.webhooks import (
     RegistryState,
@@ -25,6 +23,7 @@ from models.webhooks import (
     subscription_not_found,
 )
 from workflows.webhooks import REGISTRY_WORKFLOW_ID, WebhookRegistryWorkflow
+from zhiping.service import refusal_from
 
 
 class DeliveryRow(BaseModel):
@@ -67,15 +66,10 @@ async def _change(
         )
         return view
     except WorkflowUpdateFailedError as error:
-        cause = error.cause
-        if isinstance(cause, ApplicationError) and cause.type:
-            raise DomainError(cause.type, cause.message, **_details(cause)) from None
+        refused = refusal_from(error)
+        if refused is not None:
+            raise refused from None
         raise
-
-
-def _details(cause: ApplicationError) -> dict[str, object]:
-    details = cause.details[0] if cause.details else {}
-    return dict(details) if isinstance(details, dict) else {}
 
 
 async def subscribe(
