@@ -270,6 +270,8 @@ class _Demo:
         self.clock = CycleClock.rehearse(DEMO_START, datetime.now(UTC), speed)
         self.handles: dict[str, WorkflowHandle[ApplicationWorkflow, ApplicationStatus]] = {}
         self.meeting: WorkflowHandle[MeetingWorkflow, MeetingView] | None = None
+        self.code_secret = new_code_secret()
+        """The demo plays every expert, so it alone may know who is behind each code."""
 
     async def start_applications(self) -> None:
         secret = self.settings.person_key_secret.get_secret_value().encode()
@@ -301,7 +303,7 @@ class _Demo:
                     committee_size=len(EXPERTS),
                     opened_by="ops:O01",
                     clock=self.clock,
-                    code_secret=new_code_secret(),
+                    code_secret=self.code_secret,
                 )
             ),
             id=meeting_workflow_id(self.policy.cycle_id, "M-2024"),
@@ -328,7 +330,7 @@ class _Demo:
             for key, handle in self.handles.items()
             if (await handle.query(ApplicationWorkflow.status)).meeting_id == "M-2024"
         }
-        codes = anonymous_codes("M-2024", list(enrolled.values()))
+        codes = anonymous_codes("M-2024", list(enrolled.values()), self.code_secret)
         return {key: codes[workflow_id] for key, workflow_id in enrolled.items()}
 
     async def perform(self, number: int, step: Step) -> None:
