@@ -118,12 +118,14 @@ def running(receiver: Receiver) -> Iterator[Receiver]:
             receiver.stop()
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+async def eventually(
+    check: Callable[[], bool], what: str | Callable[[], str], timeout: float = 30.0
+) -> None:
     for _ in range(int(timeout / 0.05)):
         if check():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what if isinstance(what, str) else what()}")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -215,8 +217,16 @@ async def test_every_transition_reaches_each_receiver_once_in_order(
         expected_w1 = ["create", "submit", "accept", "open_fee", "record_payment"]
         expected_w1.append("route_after_payment")
         # The next retry comes by the backoff (1 s, 2 s, 4 s, … after the first failure).
-        await eventually(lambda: main.triggers("W1") == expected_w1, "W1 after the outage", 90)
-        await eventually(lambda: main.triggers("W2") == ["create", "withdraw"], "W2", 90)
+        await eventually(
+            lambda: main.triggers("W1") == expected_w1,
+            lambda: f"W1's events after the outage, got {main.triggers('W1')}",
+            90,
+        )
+        await eventually(
+            lambda: main.triggers("W2") == ["create", "withdraw"],
+            lambda: f"W2's events, got {main.triggers('W2')}",
+            90,
+        )
         assert (await a2.result()).state.value == "withdrawn"
 
     for receiver in (main, payments):

@@ -129,12 +129,14 @@ class ApplicationWorkflow:
         self._reminded: set[str] = set()
         self._eligibility_checked = False
         self._version = 0
+        # Recorded here, not in run(): an update that arrives with the start (a withdraw
+        # right away) runs before run() does, and must find the creation already logged.
+        self._record(self._lifecycle.created(Move(now=self._now(), actor=inp.created_by)))
 
     # -- run --------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: StartApplication) -> ApplicationStatus:
-        self._record(self._lifecycle.created(Move(now=self._now(), actor=inp.created_by)))
         ban = await workflow.execute_activity(
             "check_ban",
             BanQuery(person_key=inp.person_key, cycle_year=inp.policy.year),

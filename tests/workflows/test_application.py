@@ -7,17 +7,25 @@ cycle; ``harness.sleep_until`` skips server time to a business instant.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
 from activities import Database
+from models.clock import CycleClock
 from models.commands import (
     ApplicationStatus,
     DeadlineChange,
@@ -31,14 +39,17 @@ from models.commands import (
     ObjectionResolution,
     PaymentInput,
     ReviewDecision,
+    StartApplication,
     SubmitInput,
     Withdrawal,
+    application_workflow_id,
 )
 from models.dossier import IssueType
+from models.identity import person_key
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from models.tables import NotificationOutbox, TransitionLog
-from tests.conftest import Harness, describe_raw
+from tests.conftest import SECRET, Harness, describe_raw, new_worker
 from workflows import ApplicationWorkflow
 from zhiping.samples import complete_dossier
 
@@ -565,3 +576,35 @@ async def test_one_row_per_transition_and_notification(harness: Harness, db: Dat
     state_changes = [e for e in result.history if e.source != e.dest or e.trigger == "create"]
     assert count == len(state_changes)
     assert not [row.body for row in await _outbox(db) if "未提供" in row.body]
+
+
+@pytest.mark.databases("sqlite")
+async def test_an_update_sent_with_the_start_comes_after_the_creation(
+    dev_env: WorkflowEnvironment, db: Database, policy: CyclePolicy
+) -> None:
+    """Update-with-start puts the withdraw in the very first workflow task, before run()
+    begins: the creation must still be entry 1 (and event 1 for the webhooks)."""
+    async with new_worker(dev_env.client, db) as worker:
+        start = WithStartWorkflowOperation(
+            ApplicationWorkflow.run,
+            StartApplication(
+                application_id="UWS1",
+                level=Level.intermediate,
+                policy=policy,
+                person_key=person_key("653001198001010011", SECRET),
+                clock=CycleClock.rehearse(at(2024, 8, 26, 9, 0, 0), datetime.now(UTC)),
+            ),
+            id=application_workflow_id(policy.cycle_id, "UWS1"),
+            task_queue=worker.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+        status = await dev_env.client.execute_update_with_start_workflow(
+            ApplicationWorkflow.withdraw,
+            Withdrawal(reason="个人原因"),
+            start_workflow_operation=start,
+        )
+        assert [(e.seq, e.trigger, e.source, e.dest) for e in status.history] == [
+            (1, "create", State.draft, State.draft),
+            (2, "withdraw", State.draft, State.withdrawn),
+        ]
+        assert (await (await start.workflow_handle()).result()).state is State.withdrawn
