@@ -14,7 +14,9 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import DomainError
 
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_TIMEOUT = timedelta(seconds=10)
+"""Each side effect is one short database write or one update: an attempt lost with a
+killed worker is retried elsewhere after this long."""
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -22,7 +24,8 @@ ACTIVITY_RETRY = RetryPolicy(
 )
 """Side effects must happen eventually: retry without a cap on attempts (all idempotent)."""
 
-WEBHOOK_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_TIMEOUT = timedelta(seconds=15)
+"""Above the 10 s the receiver has to answer (``activities.webhooks.HTTP_TIMEOUT``)."""
 WEBHOOK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
