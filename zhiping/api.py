@@ -624,6 +624,16 @@ def create_app(settings: Settings) -> FastAPI:
             ) from None
         return _present(principal, status)
 
+    def with_body(endpoint: Callable[..., Awaitable[JSONResponse]], model: type[BaseModel]) -> None:
+        """Give ``endpoint``'s ``body`` parameter its model, so FastAPI validates and documents it."""
+        signature = inspect.signature(endpoint)
+        endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[
+                p.replace(annotation=model) if p.name == "body" else p
+                for p in signature.parameters.values()
+            ]
+        )
+
     def add_action(action: str, model: type[BaseModel]) -> None:
         roles = ACTION_ROLES[action]
 
@@ -636,13 +646,7 @@ def create_app(settings: Settings) -> FastAPI:
         ) -> JSONResponse:
             return await act(cycle_id, application_id, action, body, principal, idempotency_key)
 
-        signature = inspect.signature(endpoint)
-        endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[
-                p.replace(annotation=model) if p.name == "body" else p
-                for p in signature.parameters.values()
-            ]
-        )
+        with_body(endpoint, model)
         app.post(
             f"/cycles/{{cycle_id}}/applications/{{application_id}}/actions/{action}",
             response_model=ApplicationStatus,
@@ -656,16 +660,6 @@ def create_app(settings: Settings) -> FastAPI:
         add_action(action, model)
 
     # -- evaluation meetings and defense sessions ------------------------------------------
-
-    def with_body(endpoint: Callable[..., Awaitable[JSONResponse]], model: type[BaseModel]) -> None:
-        """Give ``endpoint``'s ``body`` parameter its model, so FastAPI validates and documents it."""
-        signature = inspect.signature(endpoint)
-        endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[
-                p.replace(annotation=model) if p.name == "body" else p
-                for p in signature.parameters.values()
-            ]
-        )
 
     @app.post(
         "/cycles/{cycle_id}/meetings",
