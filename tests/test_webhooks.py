@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from pydantic import ValidationError
@@ -293,3 +297,44 @@ async def test_subscriptions_are_validated_and_removal_stops_delivery(
     rows = await subscriptions.list_deliveries(db, "p")
     assert [(r.seq, r.status) for r in rows] == [(1, "delivered"), (2, "dropped")]
     assert await subscriptions.list_subscriptions(client, queue) == []
+
+
+async def test_the_listen_command_checks_signatures_and_prints_events() -> None:
+    """``zhiping webhooks listen``, the receiver the README uses to try subscriptions out."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    zhiping = Path(sys.executable).with_name("zhiping")
+    process = await asyncio.create_subprocess_exec(
+        str(zhiping),
+        "webhooks",
+        "listen",
+        "--port",
+        str(port),
+        "--secret",
+        SECRET,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        await asyncio.wait_for(process.stdout.readline(), timeout=30)  # listening
+        body = json.dumps(
+            {
+                "id": "application:c:A1:2",
+                "type": "cn.zhiping.application.submit",
+                "data": {"from": "draft", "to_label": "评委会审核中"},
+            }
+        ).encode()
+        url = f"http://127.0.0.1:{port}/"
+        async with httpx.AsyncClient() as http:
+            signed = await http.post(
+                url, content=body, headers={SIGNATURE_HEADER: sign(SECRET, body)}
+            )
+            forged = await http.post(url, content=body, headers={SIGNATURE_HEADER: "sha256=0"})
+        assert (signed.status_code, forged.status_code) == (204, 401)
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=10)).decode()
+        assert "application:c:A1:2" in line and "draft → 评委会审核中" in line
+    finally:
+        process.terminate()
+        await process.wait()
