@@ -11,7 +11,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,13 +40,13 @@ SESSIONS = f"/cycles/{CYCLE}/defense-sessions"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(
-    dev_env: WorkflowEnvironment, db: Database, policy: CyclePolicy, tmp_path: Path
+    dev_env: WorkflowEnvironment, db: Database, policy: CyclePolicy
 ) -> AsyncIterator[Api]:
     """``tests/test_api.py``'s API, with a token per committee member."""
     task_queue = f"api-sessions-{uuid.uuid4()}"
     settings = Settings(
         temporal_address=dev_env.client.service_client.config.target_host,
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/zhiping.db",
+        database_url=db.url,  # the worker's database
         task_queue=task_queue,
         person_key_secret=SecretStr(SECRET.decode()),
         api_tokens={**TOKENS, **COMMITTEE_TOKENS},
