@@ -29,7 +29,7 @@ from models.commands import application_workflow_id
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from models.webhooks import sign as event_signature
 from tests.conftest import SECRET
-from tests.test_webhooks import Receiver, eventually, running
+from tests.test_webhooks import Receiver, delivery_logged, eventually, running
 from worker import build_worker
 from zhiping.api import PERSONAL_FIELDS, blind, create_app
 from zhiping.samples import complete_dossier
@@ -540,6 +540,7 @@ async def test_webhook_subscriptions_through_the_api(api: Api) -> None:
         await eventually(
             lambda: receiver.triggers("A2") == ["create", "submit", "withdraw"], "A2's events"
         )
+        await delivery_logged(api.db, "platform", "A2", 3)
         deliveries = await api.call("GET", f"{path}/deliveries?application_id=A2", "ops")
         assert [(d["seq"], d["status"]) for d in deliveries.json()] == [
             (1, "delivered"),

@@ -38,7 +38,7 @@ from models.identity import person_key
 from models.lifecycle import State
 from models.policy import CHINA_TZ, CyclePolicy, Level
 from tests.conftest import SECRET
-from tests.test_webhooks import Receiver, eventually, running
+from tests.test_webhooks import Receiver, delivery_logged, eventually, running
 from worker import build_worker
 from workflows import ApplicationWorkflow
 from zhiping import service
@@ -285,6 +285,7 @@ async def test_webhook_commands(cycle: Cycle) -> None:
         assert withdrawn.exit_code == 0, withdrawn.output
         await eventually(lambda: receiver.triggers("A2") == ["withdraw"], "the withdraw event")
         # (A3's own withdraw, from the fixture, may be routed after the subscription began.)
+        await delivery_logged(cycle.db, "ops-feed", "A2", 1)
         deliveries = await cycle.cli_json("webhooks", "deliveries", "ops-feed", "--app", "A2")
         assert [(d["event_type"], d["status"]) for d in deliveries] == [
             ("cn.zhiping.application.withdraw", "delivered")
