@@ -763,19 +763,21 @@ def _print_meeting(view: MeetingView) -> None:
     console.print(table)
 
 
-def _meeting_work(
+def _session_update(
+    send: Callable[[Client, str, str, str, BaseModel, str | None], Awaitable[T]],
     cycle_id: str,
-    meeting_id: str,
+    key: str,
     update: str,
     build: Callable[[], BaseModel],
     event_id: str | None,
-) -> MeetingView:
-    async def work() -> MeetingView:
+) -> T:
+    """One update to a meeting or defense session (``sessions.update_meeting`` or
+    ``sessions.update_defense_session``); refusals print as every command's do."""
+
+    async def work() -> T:
         payload = build()
         client = await connect(get_settings())
-        return await sessions.update_meeting(
-            client, cycle_id, meeting_id, update, payload, event_id
-        )
+        return await send(client, cycle_id, key, update, payload, event_id)
 
     return _run(work)
 
@@ -849,7 +851,8 @@ def meetings_attendance(
 ) -> None:
     """登记到会专家（整份名单，替换之前的登记）；不足法定人数时不能投票和闭会。"""
     present = _names(experts)
-    view = _meeting_work(
+    view = _session_update(
+        sessions.update_meeting,
         cycle_id,
         meeting_id,
         "record_attendance",
@@ -885,7 +888,8 @@ def meetings_ballot(
     if not ayes and not nays:
         raise _fail("INVALID_INPUT", "请用 --yes 或 --no 至少填写一位候选人的表决")
     votes = {**dict.fromkeys(ayes, True), **dict.fromkeys(nays, False)}
-    view = _meeting_work(
+    view = _session_update(
+        sessions.update_meeting,
         cycle_id,
         meeting_id,
         "record_ballot",
@@ -907,7 +911,14 @@ def meetings_close(
     event_id: str | None = EVENT_ID_OPTION,
 ) -> None:
     """闭会：计票，按通过率上限确定结果，并把结果送达每件申报（每件只送达一次）。"""
-    view = _meeting_work(cycle_id, meeting_id, "close", lambda: CloseMeeting(actor=actor), event_id)
+    view = _session_update(
+        sessions.update_meeting,
+        cycle_id,
+        meeting_id,
+        "close",
+        lambda: CloseMeeting(actor=actor),
+        event_id,
+    )
     passed = sum(t.passed for t in view.tallies)
     console.print(
         f"评审会 {meeting_id} 已闭会：通过 {passed} 人，未通过 {len(view.tallies) - passed} 人；"
@@ -965,23 +976,6 @@ def _print_defense(view: DefenseSessionView) -> None:
         console.print(
             f"未能安排 {application_id}：{refused.code}：{refused.message}", highlight=False
         )
-
-
-def _defense_work(
-    cycle_id: str,
-    session_id: str,
-    update: str,
-    build: Callable[[], BaseModel],
-    event_id: str | None,
-) -> DefenseSessionView:
-    async def work() -> DefenseSessionView:
-        payload = build()
-        client = await connect(get_settings())
-        return await sessions.update_defense_session(
-            client, cycle_id, session_id, update, payload, event_id
-        )
-
-    return _run(work)
 
 
 @defense.command("open")
@@ -1064,7 +1058,8 @@ def defense_result(
     event_id: str | None = EVENT_ID_OPTION,
 ) -> None:
     """登记一位申报人的答辩结果；再次登记会替换之前的结果（结束前）。"""
-    view = _defense_work(
+    view = _session_update(
+        sessions.update_defense_session,
         cycle_id,
         session_id,
         "record_result",
@@ -1092,8 +1087,13 @@ def defense_close(
     event_id: str | None = EVENT_ID_OPTION,
 ) -> None:
     """结束答辩场次：未登记结果的申报按缺席答辩（未通过）处理，结果送达每件申报。"""
-    view = _defense_work(
-        cycle_id, session_id, "close", lambda: CloseDefenseSession(actor=actor), event_id
+    view = _session_update(
+        sessions.update_defense_session,
+        cycle_id,
+        session_id,
+        "close",
+        lambda: CloseDefenseSession(actor=actor),
+        event_id,
     )
     absent = sum(r.absent for r in view.results)
     passed = sum(r.passed for r in view.results)
