@@ -549,6 +549,10 @@ async def test_webhook_subscriptions_through_the_api(api: Api) -> None:
         ]
         removed = await api.call("DELETE", path, "ops")
         assert removed.status_code == 200
+        kept = await api.call("GET", f"{path}/deliveries?application_id=A2", "ops")
+        assert kept.status_code == 200 and len(kept.json()) == 3  # the log outlives it
+        never = await api.call("GET", "/webhooks/nope/deliveries", "ops")
+        assert never.status_code == 404 and never.json()["code"] == "SUBSCRIPTION_NOT_FOUND"
         gone = await api.call("DELETE", path, "ops")
         assert gone.status_code == 404 and gone.json()["code"] == "SUBSCRIPTION_NOT_FOUND"
     assert all(r.signature_ok for r in receiver.received)

@@ -887,9 +887,7 @@ def create_app(settings: Settings) -> FastAPI:
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> JSONResponse:
-        """投递记录：每个事件的尝试次数、最近一次应答与结果，最早的在前。"""
-        client = await backend.client()
-        await subscriptions.get_subscription(client, settings.task_queue, subscription_id)
+        """投递记录：每个事件的尝试次数、最近一次应答与结果，最早的在前（已取消的订阅也可查）。"""
         rows = await subscriptions.list_deliveries(
             backend.db(),
             subscription_id,

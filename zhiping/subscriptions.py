@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities import Database
-from models.tables import WebhookDelivery
+from models.tables import WebhookDelivery, WebhookSubscription
 from models.webhooks import (
     RegistryState,
     SubscribeInput,
@@ -117,7 +117,11 @@ async def list_deliveries(
     application_id: str | None = None,
     limit: int = 200,
 ) -> list[DeliveryRow]:
-    """The delivery log of one subscription, oldest first."""
+    """The delivery log of one subscription, oldest first; also of one since removed.
+
+    Raises:
+        DomainError: ``SUBSCRIPTION_NOT_FOUND`` (never subscribed).
+    """
     query = select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription_id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
@@ -125,6 +129,8 @@ async def list_deliveries(
         query = query.where(WebhookDelivery.application_id == application_id)
     query = query.order_by(WebhookDelivery.id).limit(limit)
     async with db.sessions() as session:
+        if await session.get(WebhookSubscription, subscription_id) is None:
+            raise subscription_not_found(subscription_id)
         rows = (await session.scalars(query)).all()
     return [DeliveryRow.model_validate(row, from_attributes=True) for row in rows]
 
