@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Dialect,
     Index,
@@ -21,8 +22,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from models.lifecycle import FINAL_STATES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -74,6 +78,12 @@ class Application(Base):
     deadlines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     __table_args__ = (Index("ix_applications_cycle_state", "cycle_id", "state"),)
+
+    @classmethod
+    def overdue_at(cls, now: datetime) -> ColumnElement[bool]:
+        """Past its next deadline at ``now``, and not ended (the one definition of overdue,
+        for ``apps list --overdue`` and the metrics)."""
+        return and_(cls.next_deadline_at < now, cls.state.not_in([s.value for s in FINAL_STATES]))
 
 
 class TransitionLog(Base):

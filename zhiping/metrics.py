@@ -39,7 +39,7 @@ from temporalio.common import MetricGauge, MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from activities.database import Database
-from models.lifecycle import FINAL_STATES, State
+from models.lifecycle import State
 from models.tables import Application, NotificationOutbox, WebhookDelivery, WebhookSubscription
 from zhiping.settings import Settings
 
@@ -95,7 +95,6 @@ async def read_snapshot(db: Database, now: datetime) -> Snapshot:
     every delivery status, so a query for one of them finds a series even at 0.
     """
     snapshot = Snapshot()
-    final = [state.value for state in FINAL_STATES]
     async with db.sessions() as session:
         per_stage = await session.execute(
             select(Application.cycle_id, Application.state, func.count()).group_by(
@@ -111,7 +110,7 @@ async def read_snapshot(db: Database, now: datetime) -> Snapshot:
 
         overdue = await session.execute(
             select(Application.cycle_id, Application.next_deadline_kind, func.count())
-            .where(Application.next_deadline_at < now, Application.state.not_in(final))
+            .where(Application.overdue_at(now))
             .group_by(Application.cycle_id, Application.next_deadline_kind)
         )
         for cycle, kind, n in overdue:

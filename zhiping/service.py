@@ -123,7 +123,7 @@ async def list_applications(
     if level is not None:
         query = query.where(Application.level == level)
     if overdue:
-        query = query.where(Application.next_deadline_at < now)
+        query = query.where(Application.overdue_at(now))
     if due_within is not None:
         query = query.where(
             Application.next_deadline_at >= now, Application.next_deadline_at <= now + due_within
