@@ -8,6 +8,7 @@ holding up another subscription; an application finishes only once its events ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -62,11 +63,19 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A webhook receiver on loopback that can go down and come back on the same port."""
+    """A webhook receiver on loopback that can go down and come back on the same port.
+
+    With ``hold_after`` set, every POST after that many is recorded on arrival but answered
+    only once ``release`` is set (``holding`` counts them): the sender has delivered it and
+    waits for the answer.
+    """
 
     secret: str
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    holding: int = 0
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
@@ -82,8 +91,12 @@ class Receiver:
                         attempt=self.headers["X-Zhiping-Attempt"],
                     )
                 )
-                self.send_response(204)
-                self.end_headers()
+                if receiver.hold_after is not None and len(receiver.received) > receiver.hold_after:
+                    receiver.holding += 1
+                    receiver.release.wait(60)
+                with contextlib.suppress(OSError):  # the sender may be gone by now
+                    self.send_response(204)
+                    self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -9,7 +9,6 @@ is running completes before it exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -27,9 +26,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities import Database
@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECRET = "workers-webhook-secret-0123"
 APPLICATIONS = 16
 TRIGGERS = ["create", "submit", "accept", "open_fee", "record_payment", "route_after_payment"]
+SEQS = range(1, len(TRIGGERS) + 1)
 
 
 @contextmanager
@@ -88,13 +89,31 @@ def workers(
                 process.wait()
 
 
-async def activity_identities(client: Client, workflow_id: str) -> set[str]:
-    """The identities of the workers that started this workflow's activities."""
-    identities = set()
-    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            identities.add(event.activity_task_started_event_attributes.identity)
-    return identities
+async def polling(client: Client, queue: str) -> set[str]:
+    """The pids of the workers polling the queue for both workflow and activity tasks."""
+    found = []
+    for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+            )
+        )
+        found.append({poller.identity.split("@")[0] for poller in response.pollers})
+    return found[0] & found[1]
+
+
+async def deliveries_in_flight(client: Client, workflow_ids: list[str]) -> Counter[str]:
+    """How many webhook deliveries each worker (by pid) is running right now."""
+    running_on: Counter[str] = Counter()
+    for workflow_id in workflow_ids:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        for pending in description.raw_description.pending_activities:
+            if (
+                pending.activity_type.name == "deliver_webhook"
+                and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            ):
+                running_on[pending.last_worker_identity.split("@")[0]] += 1
+    return running_on
 
 
 @pytest.mark.databases("postgresql")
@@ -106,28 +125,41 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
         update={"cycle_id": f"k{uuid.uuid4().hex[:8]}-2024"}
     )
     clock = CycleClock.rehearse(datetime(2024, 8, 26, 9, tzinfo=CHINA_TZ), datetime.now(UTC))
-    receiver = Receiver(SECRET)
+    numbers = range(1, APPLICATIONS + 1)
+    workflow_ids = [application_workflow_id(policy.cycle_id, f"K{n:02d}") for n in numbers]
+    # The receiver answers the first APPLICATIONS events, then holds every POST unanswered
+    # until released: the workers are then in the middle of deliveries.
+    receiver = Receiver(SECRET, hold_after=APPLICATIONS)
     with running(receiver), workers(dev_env, db, queue, 2) as (first, second):
+        pids = {str(first.pid), str(second.pid)}
+        for _ in range(600):  # both workers up and polling before any work exists
+            if await polling(client, queue) == pids:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the two workers never both polled the task queue")
         await subscriptions.subscribe(
             client, queue, SubscribeInput(subscription_id="feed", url=receiver.url, secret=SECRET)
         )
+        dossier = complete_dossier(policy, Level.intermediate)
 
-        async def drive(number: int) -> None:
-            application_id = f"K{number:02d}"
+        async def submit(number: int) -> None:
             handle = await client.start_workflow(
                 ApplicationWorkflow.run,
                 StartApplication(
-                    application_id=application_id,
+                    application_id=f"K{number:02d}",
                     level=Level.intermediate,
                     policy=policy,
                     person_key=person_key(f"6530011980010{number:04d}1", b"k" * 16),
                     clock=clock,
                 ),
-                id=application_workflow_id(policy.cycle_id, application_id),
+                id=workflow_ids[number - 1],
                 task_queue=queue,
             )
-            dossier = complete_dossier(policy, Level.intermediate)
             await handle.execute_update(ApplicationWorkflow.submit, SubmitInput(dossier=dossier))
+
+        async def accept_and_pay(number: int) -> None:
+            handle = client.get_workflow_handle(workflow_ids[number - 1])
             await handle.execute_update(ApplicationWorkflow.accept, ReviewDecision())
             status = await handle.execute_update(
                 ApplicationWorkflow.record_payment,
@@ -135,35 +167,28 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
             )
             assert status.state is State.awaiting_meeting
 
-        driving = asyncio.gather(*(drive(n) for n in range(1, APPLICATIONS + 1)))
-        # Kill the first worker once the work is well under way (a quarter of the events
-        # out) and both workers have taken some, in the middle of whatever it is doing.
-        await eventually(lambda: len(receiver.received) >= APPLICATIONS * 6 // 4, "progress")
-        pids = {str(first.pid), str(second.pid)}
-        for _ in range(100):
-            seen: set[str] = set()
-            for n in range(1, APPLICATIONS + 1):
-                with contextlib.suppress(RPCError):  # not started yet
-                    seen |= await activity_identities(
-                        client, application_workflow_id(policy.cycle_id, f"K{n:02d}")
-                    )
-            if pids <= {identity.split("@")[0] for identity in seen}:
+        await asyncio.wait_for(asyncio.gather(*(submit(n) for n in numbers)), timeout=60)
+        # Kill the first worker while both wait for the answers to POSTs that arrived.
+        for _ in range(300):
+            in_flight = await deliveries_in_flight(client, workflow_ids)
+            if set(in_flight) >= pids and in_flight.total() == receiver.holding:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"both workers never held deliveries: {in_flight}")
+        lost = in_flight[str(first.pid)]
         first.send_signal(signal.SIGKILL)
         first.wait()
-        killed_at = len(receiver.received)
-        await asyncio.wait_for(driving, timeout=150)
-        expected = {
-            f"{application_workflow_id(policy.cycle_id, f'K{n:02d}')}:{seq}"
-            for n in range(1, APPLICATIONS + 1)
-            for seq in range(1, len(TRIGGERS) + 1)
-        }
+        receiver.release.set()
+        # The rest of each application's work comes after the kill, also to the workflows
+        # the killed worker had cached.
+        await asyncio.wait_for(asyncio.gather(*(accept_and_pay(n) for n in numbers)), 150)
+        expected = {f"{workflow_id}:{seq}" for workflow_id in workflow_ids for seq in SEQS}
         await eventually(
             lambda: {r.body["id"] for r in receiver.received} >= expected, "every event", 120
         )
-        # A POST the killed worker made may have arrived without being acknowledged to
-        # Temporal: its retry (after the activity's timeout) sends it again.
+        # The POSTs the killed worker had made arrived without being acknowledged to
+        # Temporal: their retries (after the activity's timeout) send them again.
         for _ in range(1200):
             async with db.sessions() as session:
                 delivered = await session.scalar(
@@ -175,15 +200,6 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
                 break
             await asyncio.sleep(0.1)
         assert second.poll() is None, "the surviving worker died"
-
-    assert killed_at < len(expected), "the kill came after all the work was done"
-    # Both workers really took work.
-    identities: set[str] = set()
-    for n in range(1, APPLICATIONS + 1):
-        identities |= await activity_identities(
-            client, application_workflow_id(policy.cycle_id, f"K{n:02d}")
-        )
-    assert {identity.split("@")[0] for identity in identities} >= pids
 
     async with db.sessions() as session:
         log = Counter(
@@ -198,10 +214,10 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
     # The audit log: each transition exactly once.
     assert log == Counter(
         (f"K{n:02d}", seq, trigger)
-        for n in range(1, APPLICATIONS + 1)
+        for n in numbers
         for seq, trigger in enumerate(TRIGGERS, start=1)
     )
-    assert states == {f"K{n:02d}": "awaiting_meeting" for n in range(1, APPLICATIONS + 1)}
+    assert states == {f"K{n:02d}": "awaiting_meeting" for n in numbers}
     # Notifications: one outbox row per state change, each delivered.
     assert len(outbox) == APPLICATIONS * len(TRIGGERS)
     assert all(message.delivered_at is not None for message in outbox)
@@ -210,17 +226,17 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
     # same id, so the receiver keeps one.
     ids = [r.body["id"] for r in receiver.received]
     assert set(ids) == expected
-    # Each repeat is another attempt of the same delivery activity (its attempt numbers
-    # differ), never a second delivery started for an event already acknowledged.
-    for event_id, count in Counter(ids).items():
-        if count > 1:
-            attempts = [r.attempt for r in receiver.received if r.body["id"] == event_id]
-            assert len(set(attempts)) == len(attempts), (event_id, attempts)
-    for n in range(1, APPLICATIONS + 1):
+    # The POSTs the killed worker was waiting on were sent again: each repeat is another
+    # attempt of the same delivery activity (its attempt numbers differ), never a second
+    # delivery started for an event already acknowledged.
+    repeats = {event_id for event_id, count in Counter(ids).items() if count > 1}
+    assert len(repeats) >= lost
+    for event_id in repeats:
+        attempts = [r.attempt for r in receiver.received if r.body["id"] == event_id]
+        assert len(set(attempts)) == len(attempts), (event_id, attempts)
+    for n in numbers:
         first_seen = list(dict.fromkeys(receiver.ids(f"K{n:02d}")))
-        assert [int(event_id.rsplit(":", 1)[1]) for event_id in first_seen] == list(
-            range(1, len(TRIGGERS) + 1)
-        )
+        assert [int(event_id.rsplit(":", 1)[1]) for event_id in first_seen] == list(SEQS)
     assert sorted(d.event_id for d in deliveries) == sorted(expected)  # one row per event
     assert {d.status for d in deliveries} == {"delivered"}
 
