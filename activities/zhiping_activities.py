@@ -21,6 +21,9 @@ from activities.notifications import DeliveryChannel, UnknownTemplateError, rend
 from models.records import BanQuery, BanRecord, BanStatus, Notification, TransitionRecord
 from models.tables import Application, FraudBan, NotificationOutbox, TransitionLog
 
+KEY = ("cycle_id", "application_id")
+"""An application's key in the read model (its id is unique within its cycle only)."""
+
 
 class ZhipingActivities:
     """Activities bound to their dependencies; register ``ZhipingActivities(...).all()``."""
@@ -41,14 +44,15 @@ class ZhipingActivities:
     async def record_transition(self, record: TransitionRecord) -> None:
         """Append the transition to the audit log and project it onto the read model.
 
-        Both writes share one transaction. The log row is keyed by ``(application_id,
-        seq)``; the read model only moves forward (``seq > last_seq``), so retries and
+        Both writes share one transaction. The log row is keyed by ``(cycle_id,
+        application_id, seq)``; the read model only moves forward (``seq > last_seq``), so retries and
         out-of-order replays leave one log row per transition and the newest state.
         """
         upcoming = sorted(record.deadlines, key=lambda d: d.at)
         log_row = (
             self._db.insert(TransitionLog)
             .values(
+                cycle_id=record.cycle_id,
                 application_id=record.application_id,
                 seq=record.seq,
                 trigger=record.trigger,
@@ -58,7 +62,7 @@ class ZhipingActivities:
                 reason=record.reason,
                 at=record.at,
             )
-            .on_conflict_do_nothing(index_elements=["application_id", "seq"])
+            .on_conflict_do_nothing(index_elements=["cycle_id", "application_id", "seq"])
         )
         projection: dict[str, Any] = {
             "application_id": record.application_id,
@@ -76,8 +80,8 @@ class ZhipingActivities:
         }
         upsert = self._db.insert(Application).values(**projection)
         upsert = upsert.on_conflict_do_update(
-            index_elements=["application_id"],
-            set_={name: upsert.excluded[name] for name in projection if name != "application_id"},
+            index_elements=["cycle_id", "application_id"],
+            set_={name: upsert.excluded[name] for name in projection if name not in KEY},
             where=Application.last_seq < upsert.excluded.last_seq,
         )
         async with self._db.sessions.begin() as session:
@@ -153,7 +157,7 @@ class ZhipingActivities:
 
     @activity.defn
     async def record_ban(self, b: BanRecord) -> None:
-        """Register a ban once per (person, application); a repeat is a no-op."""
+        """Register a ban once per (person, cycle, application); a repeat is a no-op."""
         if b.from_year > b.until_year:
             raise ApplicationError(
                 f"ban window {b.from_year}..{b.until_year} is empty",
@@ -171,7 +175,7 @@ class ZhipingActivities:
                 reason=b.reason,
                 at=b.at,
             )
-            .on_conflict_do_nothing(index_elements=["person_key", "application_id"])
+            .on_conflict_do_nothing(index_elements=["person_key", "cycle_id", "application_id"])
         )
         async with self._db.sessions.begin() as session:
             await session.execute(statement)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -59,13 +60,15 @@ class Base(DeclarativeBase):
 
 
 class Application(Base):
-    """Read model: the latest known state of one application (newest ``seq`` wins)."""
+    """Read model: the latest known state of one application (newest ``seq`` wins).
+
+    An application id is unique within its cycle only, so the key is the pair."""
 
     __tablename__ = "applications"
 
-    application_id: Mapped[str] = mapped_column(String, primary_key=True)
     cycle_id: Mapped[str] = mapped_column(String)
     """Filtered through ``ix_applications_cycle_state`` (cycle alone or cycle + state)."""
+    application_id: Mapped[str] = mapped_column(String)
     workflow_id: Mapped[str] = mapped_column(String)
     level: Mapped[str] = mapped_column(String)
     state: Mapped[str] = mapped_column(String, index=True)
@@ -77,7 +80,10 @@ class Application(Base):
     next_deadline_kind: Mapped[str | None] = mapped_column(String)
     deadlines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
-    __table_args__ = (Index("ix_applications_cycle_state", "cycle_id", "state"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("cycle_id", "application_id", name="pk_applications"),
+        Index("ix_applications_cycle_state", "cycle_id", "state"),
+    )
 
     @classmethod
     def overdue_at(cls, now: datetime) -> ColumnElement[bool]:
@@ -87,11 +93,12 @@ class Application(Base):
 
 
 class TransitionLog(Base):
-    """Append-only audit log: one row per (application, seq), whatever the retries."""
+    """Append-only audit log: one row per (cycle, application, seq), whatever the retries."""
 
     __tablename__ = "transition_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cycle_id: Mapped[str] = mapped_column(String)
     application_id: Mapped[str] = mapped_column(String)
     seq: Mapped[int] = mapped_column(Integer)
     trigger: Mapped[str] = mapped_column(String)
@@ -101,7 +108,11 @@ class TransitionLog(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("application_id", "seq", name="uq_transition_log_app_seq"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "cycle_id", "application_id", "seq", name="uq_transition_log_cycle_app_seq"
+        ),
+    )
 
 
 class NotificationOutbox(Base):
@@ -139,7 +150,9 @@ class FraudBan(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        UniqueConstraint("person_key", "application_id", name="uq_fraud_bans_person_app"),
+        UniqueConstraint(
+            "person_key", "cycle_id", "application_id", name="uq_fraud_bans_person_cycle_app"
+        ),
     )
 
 

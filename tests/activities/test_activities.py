@@ -155,7 +155,7 @@ async def test_record_transition_repeated_keeps_one_log_row(
 
     assert await count(db, TransitionLog) == 1
     async with db.sessions() as session:
-        app = await session.get(Application, "app-1")
+        app = await session.get(Application, ("2024-aksu", "app-1"))
     assert app is not None
     assert (app.state, app.last_seq, app.level) == ("under_review", 1, "deputy_senior")
     assert app.next_deadline_kind == "review_due"
@@ -172,7 +172,7 @@ async def test_older_transition_after_newer_keeps_newer_state(
 
     assert await count(db, TransitionLog) == 2
     async with db.sessions() as session:
-        app = await session.get(Application, "app-1")
+        app = await session.get(Application, ("2024-aksu", "app-1"))
         seqs = (await session.scalars(select(TransitionLog.seq).order_by(TransitionLog.seq))).all()
     assert app is not None
     assert (app.state, app.last_seq) == ("accepted", 2)
@@ -180,7 +180,7 @@ async def test_older_transition_after_newer_keeps_newer_state(
 
     await env.run(acts.record_transition, transition(3, "accepted", "fee_due", fee_paid=False))
     async with db.sessions() as session:
-        app = await session.get(Application, "app-1")
+        app = await session.get(Application, ("2024-aksu", "app-1"))
     assert app is not None
     assert (app.state, app.last_seq) == ("fee_due", 3)
 
@@ -324,3 +324,39 @@ async def test_record_ban_twice_keeps_one_row(db: Database, acts: ZhipingActivit
 async def test_worker_gets_every_activity(acts: ZhipingActivities) -> None:
     names = {fn.__name__ for fn in acts.all()}
     assert names == {"record_transition", "send_notification", "check_ban", "record_ban"}
+
+
+async def test_the_same_application_id_in_two_cycles_keeps_both(
+    db: Database, acts: ZhipingActivities
+) -> None:
+    """An application id is unique within its cycle only: each cycle's numbering may start
+    again at the same ids, and neither application may lose a row to the other."""
+    env = ActivityEnvironment()
+    for cycle_id in ("2024-aksu", "2025-aksu"):
+        await env.run(
+            acts.record_transition,
+            transition(1, "draft", "under_review", cycle_id=cycle_id, workflow_id=cycle_id),
+        )
+    await env.run(
+        acts.record_transition,
+        transition(2, "under_review", "accepted", cycle_id="2025-aksu", workflow_id="2025-aksu"),
+    )
+
+    async with db.sessions() as session:
+        log = (
+            await session.execute(
+                select(TransitionLog.cycle_id, TransitionLog.seq).order_by(
+                    TransitionLog.cycle_id, TransitionLog.seq
+                )
+            )
+        ).all()
+        states = (
+            await session.execute(
+                select(Application.cycle_id, Application.state).order_by(Application.cycle_id)
+            )
+        ).all()
+    assert [tuple(row) for row in log] == [("2024-aksu", 1), ("2025-aksu", 1), ("2025-aksu", 2)]
+    assert [tuple(row) for row in states] == [
+        ("2024-aksu", "under_review"),
+        ("2025-aksu", "accepted"),
+    ]

@@ -16,12 +16,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, delete, func, inspect, select, text
 from typer.testing import CliRunner
 
 from activities import Database
 from activities.database import PRE_MIGRATION_SCHEMAS, alembic_config, head_revision
-from models.tables import Base, TransitionLog
+from models.tables import Application, Base, TransitionLog
 from zhiping.cli import app
 from zhiping.settings import get_settings
 
@@ -66,6 +66,7 @@ async def add_log_row(db: Database) -> None:
     async with db.sessions.begin() as session:
         session.add(
             TransitionLog(
+                cycle_id="2024-aksu",
                 application_id="A1",
                 seq=1,
                 trigger="submit",
@@ -115,29 +116,93 @@ async def test_each_revision_upgrades_from_the_one_before(db: Database) -> None:
         assert await tables(db) == {*expected, "alembic_version"}
 
 
+OLD_ROWS = [
+    "INSERT INTO applications (application_id, cycle_id, workflow_id, level, state,"
+    " submission_round, fee_paid, last_seq, updated_at, deadlines) VALUES ('A1', '2024-aksu',"
+    " 'application:2024-aksu:A1', 'intermediate', 'under_review', 1, false, 2,"
+    " '2024-08-26 01:00:00', '[]')",
+    "INSERT INTO transition_log (application_id, seq, trigger, source, dest, actor, at)"
+    " VALUES ('A1', 1, 'create', 'draft', 'draft', 'platform', '2024-08-26 00:00:00')",
+    "INSERT INTO transition_log (application_id, seq, trigger, source, dest, actor, at)"
+    " VALUES ('A1', 2, 'submit', 'draft', 'under_review', 'applicant', '2024-08-26 01:00:00')",
+]
+"""An application and its audit log as revisions 0001 and 0002 stored them."""
+
+
+async def add_old_rows(db: Database) -> None:
+    async with db.engine.begin() as connection:
+        for statement in OLD_ROWS:
+            await connection.execute(text(statement))
+
+
+async def assert_old_rows_kept(db: Database) -> None:
+    """The rows of ``OLD_ROWS`` at head: the log rows now carry their application's cycle."""
+    async with db.sessions() as session:
+        log = (
+            await session.execute(
+                select(TransitionLog.cycle_id, TransitionLog.application_id, TransitionLog.seq)
+            )
+        ).all()
+        app_row = await session.get(Application, ("2024-aksu", "A1"))
+    assert sorted(tuple(row) for row in log) == [("2024-aksu", "A1", 1), ("2024-aksu", "A1", 2)]
+    assert app_row is not None and app_row.state == "under_review"
+
+
 @pytest.mark.parametrize(
     ("revision", "made_tables"), PRE_MIGRATION_SCHEMAS, ids=[r for r, _ in PRE_MIGRATION_SCHEMAS]
 )
 async def test_a_database_from_before_migrations_is_adopted(
     database_url: str, revision: str, made_tables: frozenset[str]
 ) -> None:
-    """``create_all`` made these tables before there were migrations: keep their rows,
-    add what is missing, and carry on with revisions from there."""
+    """``create_all`` made these tables, as the models of that revision were, before there
+    were migrations: keep their rows, add what is missing, carry on from there."""
     db = Database.from_url(database_url)
     try:
+        await db.create_schema(revision)  # the same tables, then forget the revision
         async with db.engine.begin() as connection:
-            await connection.run_sync(
-                lambda c: Base.metadata.create_all(
-                    c, tables=[Base.metadata.tables[name] for name in made_tables]
-                )
-            )
-        await add_log_row(db)
+            await connection.execute(text("DROP TABLE alembic_version"))
+        assert await db.schema_revision() is None
+        assert await tables(db) == made_tables
+        await add_old_rows(db)
         await db.create_schema()
         assert await db.schema_revision() == head_revision()
         assert await drift(db) == []
-        assert await log_rows(db) == 1
+        await assert_old_rows_kept(db)
     finally:
         await db.dispose()
+
+
+async def test_application_keys_gain_their_cycle(db: Database) -> None:
+    """0003: the audit log takes each row's cycle from the read model, and the same
+    application id can then be used again in another cycle."""
+    async with db.engine.begin() as connection:
+        await connection.run_sync(lambda c: command.downgrade(alembic_config(c), "0002"))
+    await add_old_rows(db)
+    await db.create_schema()
+    assert await drift(db) == []
+    await assert_old_rows_kept(db)
+    async with db.sessions.begin() as session:
+        session.add(
+            TransitionLog(
+                cycle_id="2025-aksu",
+                application_id="A1",
+                seq=1,
+                trigger="create",
+                source="draft",
+                dest="draft",
+                actor="platform",
+                at=AT,
+            )
+        )
+    assert await log_rows(db) == 3
+
+    # And back: the key is the application id alone again, the rows of one cycle kept.
+    async with db.sessions.begin() as session:
+        await session.execute(delete(TransitionLog).where(TransitionLog.cycle_id == "2025-aksu"))
+    async with db.engine.begin() as connection:
+        await connection.run_sync(lambda c: command.downgrade(alembic_config(c), "0002"))
+    assert await db.schema_revision() == "0002"
+    assert await log_rows(db) == 2
 
 
 @pytest.mark.databases("postgresql")
