@@ -18,7 +18,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.database import Database
 from activities.notifications import DeliveryChannel, UnknownTemplateError, render
-from models.records import BanQuery, BanRecord, BanStatus, Notification, TransitionRecord
+from models.records import (
+    ApplicationKey,
+    BanQuery,
+    BanRecord,
+    BanStatus,
+    Notification,
+    TransitionRecord,
+)
 from models.tables import Application, FraudBan, NotificationOutbox, TransitionLog
 
 KEY = ("cycle_id", "application_id")
@@ -38,7 +45,13 @@ class ZhipingActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         """The activity callables, for ``Worker(activities=...)``."""
-        return [self.record_transition, self.send_notification, self.check_ban, self.record_ban]
+        return [
+            self.record_transition,
+            self.send_notification,
+            self.check_ban,
+            self.record_ban,
+            self.newest_record,
+        ]
 
     @activity.defn
     async def record_transition(self, record: TransitionRecord) -> None:
@@ -77,6 +90,7 @@ class ZhipingActivities:
             "next_deadline_at": upcoming[0].at if upcoming else None,
             "next_deadline_kind": upcoming[0].kind if upcoming else None,
             "deadlines": [d.model_dump(mode="json") for d in upcoming],
+            "record": record.record,
         }
         upsert = self._db.insert(Application).values(**projection)
         upsert = upsert.on_conflict_do_update(
@@ -136,6 +150,18 @@ class ZhipingActivities:
                 row.delivered_at = datetime.now(UTC)
         if failure is not None:
             raise failure
+
+    @activity.defn
+    async def newest_record(self, key: ApplicationKey) -> dict[str, Any]:
+        """The application's record as of its newest transition (empty if none stored)."""
+        async with self._db.sessions() as session:
+            stored = await session.scalar(
+                select(Application.record).where(
+                    Application.cycle_id == key.cycle_id,
+                    Application.application_id == key.application_id,
+                )
+            )
+        return stored or {}
 
     @activity.defn
     async def check_ban(self, q: BanQuery) -> BanStatus:

@@ -13,7 +13,14 @@ from pydantic import BaseModel, Field
 from models.clock import CycleClock
 from models.dossier import Dossier
 from models.findings import Finding
-from models.lifecycle import DefenseSession, HistoryEntry, Objection, Payment, State
+from models.lifecycle import (
+    ApplicationRecord,
+    DefenseSession,
+    HistoryEntry,
+    Objection,
+    Payment,
+    State,
+)
 from models.policy import CyclePolicy, Level
 from models.records import PendingDeadline
 
@@ -34,6 +41,9 @@ class StartApplication(BaseModel):
     )
     created_by: str = "platform"
     clock: CycleClock = Field(default_factory=CycleClock)
+    resume: ApplicationRecord | None = None
+    """The record an ended run left: this run continues it, to disqualify the application
+    for fraud found after it ended (附件3: 取消已确认的资格). See ``revoke``."""
 
 
 class SubmitInput(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +39,9 @@ class TransitionRecord(BaseModel):
     submission_round: int
     fee_paid: bool
     deadlines: list[PendingDeadline] = Field(default_factory=list)
+    record: dict[str, Any] | None = None
+    """The whole ``ApplicationRecord`` after this transition (JSON, no personal data): a
+    later run continues an ended application from the newest one."""
 
 
 class Notification(BaseModel):
@@ -51,6 +55,11 @@ class Notification(BaseModel):
     template: str
     params: dict[str, str] = Field(default_factory=dict)
     created_at: datetime
+
+
+class ApplicationKey(BaseModel):
+    cycle_id: str
+    application_id: str
 
 
 class BanQuery(BaseModel):
@@ -77,6 +86,7 @@ class BanRecord(BaseModel):
 
 
 __all__ = [
+    "ApplicationKey",
     "BanQuery",
     "BanRecord",
     "BanStatus",

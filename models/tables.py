@@ -79,6 +79,8 @@ class Application(Base):
     next_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     next_deadline_kind: Mapped[str | None] = mapped_column(String)
     deadlines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The workflow's whole ``ApplicationRecord`` as of ``last_seq`` (no personal data)."""
 
     __table_args__ = (
         PrimaryKeyConstraint("cycle_id", "application_id", name="pk_applications"),

@@ -200,8 +200,14 @@ async def test_refused_action_changes_nothing_accepted_action_moves(cycle: Cycle
     bad = await cycle.cli("apps", "pay", c, "A1", "--transaction-id", "T2", "--amount", "abc")
     assert bad.exit_code == 1 and "INVALID_INPUT:" in bad.output
 
-    closed = await cycle.cli("apps", "disqualify", c, "A3", "--reason", "材料造假")
+    closed = await cycle.cli("apps", "withdraw", c, "A3", "--reason", "个人原因")
     assert closed.exit_code == 1 and "APPLICATION_CLOSED:" in closed.output
+    # Fraud found after the application ended still disqualifies it (附件3).
+    revoked = await cycle.cli("apps", "disqualify", c, "A3", "--reason", "材料造假")
+    assert revoked.exit_code == 0, revoked.output
+    assert "取消资格" in revoked.stdout
+    shown = await cycle.cli_json("apps", "show", c, "A3")
+    assert shown["state"] == "disqualified" and shown["history"][-1]["trigger"] == "disqualify"
 
 
 async def test_diagram_highlights_current_state_and_path(cycle: Cycle, tmp_path: Path) -> None:

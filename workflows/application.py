@@ -4,10 +4,16 @@ Updates (each with a validator; a refusal carries a stable code as the error typ
 zh-CN message, and leaves no trace in history): ``submit``, ``return_for_revision``,
 ``accept``, ``record_payment``, ``schedule_defense``, ``record_defense_result``,
 ``exempt_from_defense``, ``enter_meeting``, ``record_meeting_result``, ``file_objection``,
-``resolve_objection``, ``withdraw``, ``disqualify``, ``change_deadlines``. Every update
-returns the ``ApplicationStatus`` after it.
+``resolve_objection``, ``withdraw``, ``disqualify``, ``change_deadlines``, ``revoke``.
+Every update returns the ``ApplicationStatus`` after it.
 
-Query: ``status``.
+Queries: ``status``, ``continuation``.
+
+An ended application can still be disqualified (fraud found later, 附件3): a new run of
+the same workflow id continues the ended run's record (``StartApplication.resume``, from
+the ``continuation`` query) and is started together with a ``revoke`` update. It first
+takes the newest record from the read model, so of two revocations at once the second
+finds the application already disqualified.
 
 Timers act by themselves: the submission cutoff (→ abandoned), the resubmission window
 (→ rejected), the fee deadline (→ lapsed), the end of publicity (→ approved), and
@@ -74,7 +80,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.policy import CHINA_TZ
     from models.prechecks import run_prechecks
-    from models.records import BanQuery, BanRecord, BanStatus, Notification, TransitionRecord
+    from models.records import (
+        ApplicationKey,
+        BanQuery,
+        BanRecord,
+        BanStatus,
+        Notification,
+        TransitionRecord,
+    )
     from models.webhooks import (
         ApplicationEvent,
         DeliveryResult,
@@ -114,7 +127,8 @@ class ApplicationWorkflow:
     def __init__(self, inp: StartApplication) -> None:
         self._inp = inp
         self._lifecycle = Lifecycle(
-            ApplicationRecord(
+            inp.resume
+            or ApplicationRecord(
                 application_id=inp.application_id,
                 cycle_id=inp.policy.cycle_id,
                 level=inp.level,
@@ -131,25 +145,17 @@ class ApplicationWorkflow:
         self._version = 0
         # Recorded here, not in run(): an update that arrives with the start (a withdraw
         # right away) runs before run() does, and must find the creation already logged.
-        self._record(self._lifecycle.created(Move(now=self._now(), actor=inp.created_by)))
+        if inp.resume is None:
+            self._record(self._lifecycle.created(Move(now=self._now(), actor=inp.created_by)))
 
     # -- run --------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: StartApplication) -> ApplicationStatus:
-        ban = await workflow.execute_activity(
-            "check_ban",
-            BanQuery(person_key=inp.person_key, cycle_year=inp.policy.year),
-            result_type=BanStatus,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-        )
-        if ban.banned:
-            self._fire_system(
-                "refuse_banned",
-                f"因提交虚假材料被取消资格，{ban.until_year} 年（含）前不得申报",
-            )
-        self._eligibility_checked = True
+        if inp.resume is not None:
+            await self._continue_ended_run(inp.resume)
+        else:
+            await self._check_ban(inp)
 
         while True:
             await self._drain_effects()
@@ -173,9 +179,43 @@ class ApplicationWorkflow:
                         continue
             self._act_on(due)
 
-        await workflow.wait_condition(lambda: not any(self._lanes.values()))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.status()
+        while True:
+            await workflow.wait_condition(lambda: not any(self._lanes.values()))
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._effects:
+                return self.status()
+            await self._drain_effects()  # a revoke that came in meanwhile
+
+    async def _check_ban(self, inp: StartApplication) -> None:
+        ban = await workflow.execute_activity(
+            "check_ban",
+            BanQuery(person_key=inp.person_key, cycle_year=inp.policy.year),
+            result_type=BanStatus,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        if ban.banned:
+            self._fire_system(
+                "refuse_banned",
+                f"因提交虚假材料被取消资格，{ban.until_year} 年（含）前不得申报",
+            )
+        self._eligibility_checked = True
+
+    async def _continue_ended_run(self, record: ApplicationRecord) -> None:
+        """Continue from the newest record: another run may have continued the same ended
+        run meanwhile (two revocations at once), and its outcome must not be lost."""
+        stored = await workflow.execute_activity(
+            "newest_record",
+            ApplicationKey(cycle_id=record.cycle_id, application_id=record.application_id),
+            result_type=dict[str, Any],
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        newest = ApplicationRecord.model_validate(stored) if stored else None
+        if newest is not None and _last_seq(newest) > _last_seq(record):
+            self._lifecycle = Lifecycle(newest, self._inp.policy)
+        self._publish_visibility()
+        self._eligibility_checked = True
 
     def _changed_since(self, version: int) -> Callable[[], bool]:
         return lambda: self._version != version
@@ -208,6 +248,11 @@ class ApplicationWorkflow:
             objections=record.objections,
             history=record.history,
         )
+
+    @workflow.query
+    def continuation(self) -> StartApplication:
+        """How to start a run that continues this one once it has ended (see ``revoke``)."""
+        return self._inp.model_copy(update={"resume": self._lifecycle.record})
 
     # -- updates ----------------------------------------------------------------------------
 
@@ -316,13 +361,33 @@ class ApplicationWorkflow:
 
     @workflow.update
     def disqualify(self, inp: Disqualification) -> ApplicationStatus:
-        status = self._apply("disqualify", self._move(inp, inp.reason))
-        self._bar_person(inp.reason)
-        return status
+        return self._apply_disqualify(inp)
 
     @disqualify.validator
     def validate_disqualify(self, inp: Disqualification) -> None:
+        if not self._eligibility_checked and self._inp.resume is not None:
+            raise ApplicationError(
+                f"申报 {self._inp.application_id} 正在恢复办理，请稍后重试",
+                type="APPLICATION_BUSY",
+                non_retryable=True,
+            )
         self._check("disqualify", self._move(inp, inp.reason))
+
+    @workflow.update
+    async def revoke(self, inp: Disqualification) -> ApplicationStatus:
+        """``disqualify`` for a run that continues an ended one (started together with this
+        update), once it holds the newest record."""
+        await workflow.wait_condition(lambda: self._eligibility_checked)
+        return self._apply_disqualify(inp)
+
+    @revoke.validator
+    def validate_revoke(self, inp: Disqualification) -> None:
+        self._check("disqualify", self._move(inp, inp.reason))
+
+    def _apply_disqualify(self, inp: Disqualification) -> ApplicationStatus:
+        status = self._apply("disqualify", self._move(inp, inp.reason))
+        self._bar_person(inp.reason)
+        return status
 
     @workflow.update
     def change_deadlines(self, inp: DeadlineChange) -> ApplicationStatus:
@@ -510,6 +575,7 @@ class ApplicationWorkflow:
                 submission_round=record.submission_round,
                 fee_paid=record.fee_paid,
                 deadlines=self._lifecycle.pending_deadlines(),
+                record=record.model_dump(mode="json"),
             )
         )
         self._publish_visibility()
@@ -657,6 +723,10 @@ class ApplicationWorkflow:
                 retry_policy=WEBHOOK_RETRY,
             )
             lane.pop(0)
+
+
+def _last_seq(record: ApplicationRecord) -> int:
+    return record.history[-1].seq if record.history else 0
 
 
 def _time_left(delta: timedelta) -> str:

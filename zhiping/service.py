@@ -12,10 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
+from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecution,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -219,11 +223,56 @@ async def _update(
             raise
     # Unknown, or a finished workflow (which takes no more updates).
     status = await application_status(client, cycle_id, application_id)
+    if update == "disqualify" and update in status.allowed_actions:
+        return await _revoke(client, handle, payload, event_id)
     raise DomainError(
         "APPLICATION_CLOSED",
         f"申报 {application_id} 已办结（{status.state_label}），不能再执行操作",
         state=status.state.value,
     )
+
+
+async def _task_queue(client: Client, workflow_id: str) -> str:
+    """The task queue of the workflow's latest run (read raw: decoding the whole
+    description would decode search attributes we do not need)."""
+    raw = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecutionRef(workflow_id=workflow_id)
+        )
+    )
+    return raw.execution_config.task_queue.name
+
+
+async def _revoke(
+    client: Client, handle: WorkflowHandle[Any, Any], payload: BaseModel, event_id: str | None
+) -> ApplicationStatus:
+    """Disqualify an ended application (fraud found later, 附件3: 取消已确认的资格): a new run
+    of its workflow continues the ended run's record, started together with ``revoke``."""
+    start = await handle.query("continuation", result_type=StartApplication)
+    operation: WithStartWorkflowOperation[Any, ApplicationStatus] = WithStartWorkflowOperation(
+        "ApplicationWorkflow",
+        start,
+        id=handle.id,
+        task_queue=await _task_queue(client, handle.id),
+        result_type=ApplicationStatus,
+        # Another revocation already running: join it (the lifecycle then refuses ours).
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+    try:
+        result: ApplicationStatus = await client.execute_update_with_start_workflow(
+            "revoke",
+            payload,
+            start_workflow_operation=operation,
+            id=event_id,
+            result_type=ApplicationStatus,
+        )
+        return result
+    except WorkflowUpdateFailedError as error:
+        refused = refusal_from(error)
+        if refused is not None:
+            raise refused from None
+        raise
 
 
 async def start_application(

@@ -21,6 +21,7 @@ from activities.notifications import (
 )
 from models.policy import Level
 from models.records import (
+    ApplicationKey,
     BanQuery,
     BanRecord,
     Notification,
@@ -323,7 +324,13 @@ async def test_record_ban_twice_keeps_one_row(db: Database, acts: ZhipingActivit
 
 async def test_worker_gets_every_activity(acts: ZhipingActivities) -> None:
     names = {fn.__name__ for fn in acts.all()}
-    assert names == {"record_transition", "send_notification", "check_ban", "record_ban"}
+    assert names == {
+        "record_transition",
+        "send_notification",
+        "check_ban",
+        "record_ban",
+        "newest_record",
+    }
 
 
 async def test_the_same_application_id_in_two_cycles_keeps_both(
@@ -335,11 +342,25 @@ async def test_the_same_application_id_in_two_cycles_keeps_both(
     for cycle_id in ("2024-aksu", "2025-aksu"):
         await env.run(
             acts.record_transition,
-            transition(1, "draft", "under_review", cycle_id=cycle_id, workflow_id=cycle_id),
+            transition(
+                1,
+                "draft",
+                "under_review",
+                cycle_id=cycle_id,
+                workflow_id=cycle_id,
+                record={"state": "under_review"},
+            ),
         )
     await env.run(
         acts.record_transition,
-        transition(2, "under_review", "accepted", cycle_id="2025-aksu", workflow_id="2025-aksu"),
+        transition(
+            2,
+            "under_review",
+            "accepted",
+            cycle_id="2025-aksu",
+            workflow_id="2025-aksu",
+            record={"state": "accepted"},
+        ),
     )
 
     async with db.sessions() as session:
@@ -360,3 +381,9 @@ async def test_the_same_application_id_in_two_cycles_keeps_both(
         ("2024-aksu", "under_review"),
         ("2025-aksu", "accepted"),
     ]
+    # Each keeps its own whole record, for a run that continues it after it ended.
+    newest = [
+        await env.run(acts.newest_record, ApplicationKey(cycle_id=c, application_id=a))
+        for c, a in [("2024-aksu", "app-1"), ("2025-aksu", "app-1"), ("2025-aksu", "app-2")]
+    ]
+    assert newest == [{"state": "under_review"}, {"state": "accepted"}, {}]

@@ -50,6 +50,8 @@ from models.policy import CHINA_TZ, CyclePolicy, Level, load_policy
 from tests.conftest import Harness, describe_raw
 from worker import build_worker
 from workflows import ApplicationWorkflow
+from workflows.visibility import register_search_attributes
+from zhiping import service
 from zhiping.binaries import find_binary
 from zhiping.samples import complete_dossier
 
@@ -256,6 +258,33 @@ async def withdrawn(r: Recorder) -> dict[str, Handle]:
     return {"withdrawn": handle}
 
 
+async def revoked_after_approval(r: Recorder) -> dict[str, Handle]:
+    """Approved and ended; forged material found later: a second run of the same workflow
+    continues the record and disqualifies it (the history recorded is that run's)."""
+    await r.anchor(at(2024, 8, 20, 9, 0, 0))
+    handle = await r.to_meeting("H-revoked")
+    await r.sleep_until(at(2024, 9, 27, 10, 0, 0))
+    await handle.execute_update(
+        ApplicationWorkflow.record_meeting_result, MeetingResult(meeting_id="M1", passed=True)
+    )
+    await r.sleep_until(at(2024, 10, 11, 0, 0, 1))
+    expect(await handle.result(), State.approved)
+    client = r.env.client
+    expect(
+        await service.perform(
+            client,
+            r.policy.cycle_id,
+            "H-revoked",
+            "disqualify",
+            Disqualification(reason="学历证书系伪造"),
+        ),
+        State.disqualified,
+    )
+    latest: Handle = client.get_workflow_handle(handle.id, result_type=ApplicationStatus)
+    expect(await latest.result(), State.disqualified)
+    return {"revoked_after_approval": latest}
+
+
 SCENARIOS: dict[str, Scenario] = {
     scenario.__name__: scenario
     for scenario in (
@@ -267,6 +296,7 @@ SCENARIOS: dict[str, Scenario] = {
         fraud_disqualified,
         extended_cutoff_then_submit,
         withdrawn,
+        revoked_after_approval,
     )
 }
 
@@ -286,6 +316,7 @@ async def record(name: str, scenario: Scenario, policy: CyclePolicy, workdir: Pa
     )
     written: list[Path] = []
     try:
+        await register_search_attributes(env.client)
         activities = ZhipingActivities(db, NullChannel())
         async with build_worker(env.client, activities, f"record-{name}-{uuid.uuid4()}") as worker:
             handles = await scenario(Recorder(env, worker, policy))

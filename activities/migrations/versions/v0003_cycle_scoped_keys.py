@@ -2,7 +2,9 @@
 
 The read model, the audit log and the ban registry were keyed by the application id
 alone, so the same id in a second cycle would have been merged into the first one's rows.
-The audit log gains its cycle, taken from the read model row it was written with.
+The audit log gains its cycle, taken from the read model row it was written with. The
+read model also keeps each application's whole record, from which a later run continues
+an ended application (a fraud found after it ended).
 
 Revision ID: 0003
 Revises: 0002
@@ -71,6 +73,8 @@ def upgrade() -> None:
             "uq_transition_log_cycle_app_seq", ["cycle_id", "application_id", "seq"]
         )
     _set_applications_key("cycle_id", "application_id")
+    with op.batch_alter_table("applications") as batch:
+        batch.add_column(sa.Column("record", sa.JSON(), nullable=True))
     with op.batch_alter_table("fraud_bans") as batch:
         batch.drop_constraint("uq_fraud_bans_person_app", type_="unique")
         batch.create_unique_constraint(
@@ -82,6 +86,8 @@ def downgrade() -> None:
     with op.batch_alter_table("fraud_bans") as batch:
         batch.drop_constraint("uq_fraud_bans_person_cycle_app", type_="unique")
         batch.create_unique_constraint("uq_fraud_bans_person_app", ["person_key", "application_id"])
+    with op.batch_alter_table("applications") as batch:
+        batch.drop_column("record")
     _set_applications_key("application_id")
     with op.batch_alter_table("transition_log") as batch:
         batch.drop_constraint("uq_transition_log_cycle_app_seq", type_="unique")
