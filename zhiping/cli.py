@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -1307,7 +1309,19 @@ def webhooks_listen(
 
 
 def main() -> None:
-    app()
+    """The ``zhiping`` command. It ends with ``os._exit``: the Temporal client's native
+    threads can abort a normal interpreter shutdown (SIGABRT, "PyGILState_Release", see
+    temporalio/sdk-python#300), which would turn a finished command into exit status 134.
+    Everything the command started has stopped by then; output and logs are flushed."""
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 __all__ = ["app", "main"]
