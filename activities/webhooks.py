@@ -138,6 +138,7 @@ class WebhookActivities:
                 subscription_id=inp.subscription_id,
                 event_id=event.id,
                 event_type=event.type,
+                cycle_id=event.cycle_id,
                 application_id=event.application_id,
                 seq=event.seq,
                 status="pending",

@@ -188,6 +188,7 @@ class WebhookDelivery(Base):
     subscription_id: Mapped[str] = mapped_column(String, index=True)
     event_id: Mapped[str] = mapped_column(String)
     event_type: Mapped[str] = mapped_column(String)
+    cycle_id: Mapped[str] = mapped_column(String)
     application_id: Mapped[str] = mapped_column(String, index=True)
     seq: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String, index=True)

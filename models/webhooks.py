@@ -158,6 +158,10 @@ class ApplicationEvent(BaseModel):
         return int(self.data["seq"])
 
     @property
+    def cycle_id(self) -> str:
+        return str(self.data["cycle_id"])
+
+    @property
     def application_id(self) -> str:
         return str(self.data["application_id"])
 

@@ -282,6 +282,13 @@ async def test_every_transition_reaches_each_receiver_once_in_order(
     delivered = await subscriptions.list_deliveries(db, "platform")
     assert sorted(row.event_id for row in delivered) == sorted(r.body["id"] for r in main.received)
     assert {row.status for row in delivered} == {"delivered"}
+    # Application ids are unique within a cycle: the log filters by both.
+    assert {row.cycle_id for row in delivered} == {cycle.policy.cycle_id}
+    mine = await subscriptions.list_deliveries(
+        db, "platform", cycle_id=cycle.policy.cycle_id, application_id="W2"
+    )
+    assert [row.seq for row in mine] == [1, 2]
+    assert await subscriptions.list_deliveries(db, "platform", cycle_id="other-2024") == []
 
 
 async def test_subscriptions_are_validated_and_removal_stops_delivery(

@@ -882,8 +882,9 @@ def create_app(settings: Settings) -> FastAPI:
             Literal["pending", "delivered", "dropped"] | None,
             Query(description="pending：重试中；delivered：已送达；dropped：已取消订阅"),
         ] = None,
+        cycle_id: Annotated[str | None, Query(pattern=NAME, description="只看某个评审周期")] = None,
         application_id: Annotated[
-            str | None, Query(pattern=NAME, description="只看某份申报")
+            str | None, Query(pattern=NAME, description="只看某份申报（编号在评审周期内唯一）")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> JSONResponse:
@@ -892,6 +893,7 @@ def create_app(settings: Settings) -> FastAPI:
             backend.db(),
             subscription_id,
             status=status,
+            cycle_id=cycle_id,
             application_id=application_id,
             limit=limit,
         )

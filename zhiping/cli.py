@@ -1240,14 +1240,21 @@ def webhooks_deliveries(
     status: str | None = typer.Option(
         None, "--status", help="pending（重试中）、delivered（已送达）或 dropped（已取消订阅）"
     ),
-    application_id: str | None = typer.Option(None, "--app", help="只看这份申报"),
+    cycle_id: str | None = typer.Option(None, "--cycle", help="只看这个评审周期"),
+    application_id: str | None = typer.Option(
+        None, "--app", help="只看这份申报（编号在评审周期内唯一，可与 --cycle 同用）"
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """投递记录：每个事件的尝试次数、最近一次应答与结果（来自读模型）。"""
     rows = _run(
         lambda: _with_db(
             lambda db: subscriptions.list_deliveries(
-                db, subscription_id, status=status, application_id=application_id
+                db,
+                subscription_id,
+                status=status,
+                cycle_id=cycle_id,
+                application_id=application_id,
             )
         )
     )

@@ -32,6 +32,7 @@ class DeliveryRow(BaseModel):
     subscription_id: str
     event_id: str
     event_type: str
+    cycle_id: str
     application_id: str
     seq: int
     status: str
@@ -114,6 +115,7 @@ async def list_deliveries(
     subscription_id: str,
     *,
     status: str | None = None,
+    cycle_id: str | None = None,
     application_id: str | None = None,
     limit: int = 200,
 ) -> list[DeliveryRow]:
@@ -125,6 +127,8 @@ async def list_deliveries(
     query = select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription_id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
+    if cycle_id is not None:
+        query = query.where(WebhookDelivery.cycle_id == cycle_id)
     if application_id is not None:
         query = query.where(WebhookDelivery.application_id == application_id)
     query = query.order_by(WebhookDelivery.id).limit(limit)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from activities import Database
 from activities.database import PRE_MIGRATION_SCHEMAS, alembic_config, head_revision
-from models.tables import Application, Base, TransitionLog
+from models.tables import Application, Base, TransitionLog, WebhookDelivery
 from zhiping.cli import app
 from zhiping.settings import get_settings
 
@@ -173,14 +173,26 @@ async def test_a_database_from_before_migrations_is_adopted(
 
 
 async def test_application_keys_gain_their_cycle(db: Database) -> None:
-    """0003: the audit log takes each row's cycle from the read model, and the same
-    application id can then be used again in another cycle."""
+    """0003: the audit log takes each row's cycle from the read model, the delivery log
+    from the event id, and the same application id can then be used in another cycle."""
     async with db.engine.begin() as connection:
         await connection.run_sync(lambda c: command.downgrade(alembic_config(c), "0002"))
     await add_old_rows(db)
+    async with db.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO webhook_deliveries (subscription_id, event_id, event_type,"
+                " application_id, seq, status, attempts, first_attempt_at, last_attempt_at)"
+                " VALUES ('feed', 'application:2024-aksu:A1:2', 'cn.zhiping.application.submit',"
+                " 'A1', 2, 'delivered', 1, '2024-08-26 01:00:00', '2024-08-26 01:00:00')"
+            )
+        )
     await db.create_schema()
     assert await drift(db) == []
     await assert_old_rows_kept(db)
+    async with db.sessions() as session:
+        delivery = (await session.execute(select(WebhookDelivery.cycle_id))).scalar_one()
+    assert delivery == "2024-aksu"
     async with db.sessions.begin() as session:
         session.add(
             TransitionLog(

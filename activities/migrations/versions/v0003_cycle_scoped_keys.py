@@ -4,7 +4,8 @@ The read model, the audit log and the ban registry were keyed by the application
 alone, so the same id in a second cycle would have been merged into the first one's rows.
 The audit log gains its cycle, taken from the read model row it was written with. The
 read model also keeps each application's whole record, from which a later run continues
-an ended application (a fraud found after it ended).
+an ended application (a fraud found after it ended). The webhook delivery log gains the
+cycle too, read from each event id (``application:<cycle>:<application>:<seq>``).
 
 Revision ID: 0003
 Revises: 0002
@@ -59,6 +60,22 @@ def _set_applications_key(*key: str) -> None:
     op.create_primary_key("pk_applications", "applications", list(key))
 
 
+def _add_delivery_cycles() -> None:
+    with op.batch_alter_table("webhook_deliveries") as batch:
+        batch.add_column(sa.Column("cycle_id", sa.String(), nullable=True))
+    deliveries = sa.table(
+        "webhook_deliveries", sa.column("id", sa.Integer()), sa.column("event_id", sa.String())
+    )
+    bind = op.get_bind()
+    for row_id, event_id in bind.execute(sa.select(deliveries.c.id, deliveries.c.event_id)):
+        bind.execute(
+            sa.text("UPDATE webhook_deliveries SET cycle_id = :cycle WHERE id = :id"),
+            {"cycle": event_id.split(":")[1], "id": row_id},
+        )
+    with op.batch_alter_table("webhook_deliveries") as batch:
+        batch.alter_column("cycle_id", existing_type=sa.String(), nullable=False)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("transition_log") as batch:
         batch.add_column(sa.Column("cycle_id", sa.String(), nullable=True))
@@ -75,6 +92,7 @@ def upgrade() -> None:
     _set_applications_key("cycle_id", "application_id")
     with op.batch_alter_table("applications") as batch:
         batch.add_column(sa.Column("record", sa.JSON(), nullable=True))
+    _add_delivery_cycles()
     with op.batch_alter_table("fraud_bans") as batch:
         batch.drop_constraint("uq_fraud_bans_person_app", type_="unique")
         batch.create_unique_constraint(
@@ -83,6 +101,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_deliveries") as batch:
+        batch.drop_column("cycle_id")
     with op.batch_alter_table("fraud_bans") as batch:
         batch.drop_constraint("uq_fraud_bans_person_cycle_app", type_="unique")
         batch.create_unique_constraint("uq_fraud_bans_person_app", ["person_key", "application_id"])
