@@ -34,6 +34,7 @@ from temporalio.worker import Worker
 from activities import Database
 from models.clock import CycleClock
 from models.commands import (
+    Disqualification,
     PaymentInput,
     ReviewDecision,
     StartApplication,
@@ -47,7 +48,7 @@ from models.policy import CHINA_TZ, Level, load_policy
 from models.webhooks import SIGNATURE_HEADER, SubscribeInput, UnsubscribeInput, sign
 from tests.conftest import new_worker
 from workflows import ApplicationWorkflow
-from zhiping import subscriptions
+from zhiping import service, subscriptions
 from zhiping.samples import complete_dossier
 
 SECRET = "receiver-secret-0123456789"
@@ -374,3 +375,37 @@ async def test_the_listen_command_checks_signatures_and_prints_events() -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_a_revocation_after_the_end_is_delivered_as_the_next_event(
+    dev_env: WorkflowEnvironment, worker: Worker, db: Database
+) -> None:
+    """Disqualifying an ended application runs its workflow again: its event carries the
+    next seq (a receiver deduplicating on the id must not take it for a repeat)."""
+    client, queue = dev_env.client, worker.task_queue
+    cycle = Cycle(dev_env, worker)
+    receiver = Receiver(SECRET)
+    with running(receiver):
+        await subscriptions.subscribe(
+            client, queue, SubscribeInput(subscription_id="feed", url=receiver.url, secret=SECRET)
+        )
+        app = await cycle.start("R1")
+        await app.execute_update(ApplicationWorkflow.withdraw, Withdrawal(reason="个人原因"))
+        assert (await app.result()).state.value == "withdrawn"
+        status = await service.perform(
+            client,
+            cycle.policy.cycle_id,
+            "R1",
+            "disqualify",
+            Disqualification(reason="申报材料系伪造"),
+        )
+        assert status.state.value == "disqualified"
+        await eventually(
+            lambda: receiver.triggers("R1") == ["create", "withdraw", "disqualify"],
+            lambda: f"R1's events, got {receiver.triggers('R1')}",
+        )
+    workflow_id = application_workflow_id(cycle.policy.cycle_id, "R1")
+    assert receiver.ids("R1") == [f"{workflow_id}:{seq}" for seq in (1, 2, 3)]
+    revoked = receiver.received[-1].body
+    assert revoked["data"]["from"] == "withdrawn" and revoked["data"]["to"] == "disqualified"
+    assert all(r.signature_ok for r in receiver.received)
