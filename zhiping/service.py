@@ -6,6 +6,7 @@ workflow stays the single writer of an application's state.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -209,15 +210,9 @@ async def _update(
     """One update to an application's workflow, refusals turned into ``DomainError``."""
     handle = client.get_workflow_handle(application_workflow_id(cycle_id, application_id))
     try:
-        result: ApplicationStatus = await handle.execute_update(
-            update, payload, id=event_id, result_type=ApplicationStatus
+        return await _answer(
+            handle.execute_update(update, payload, id=event_id, result_type=ApplicationStatus)
         )
-        return result
-    except WorkflowUpdateFailedError as error:
-        refused = refusal_from(error)
-        if refused is not None:
-            raise refused from None
-        raise
     except RPCError as error:
         if error.status is not RPCStatusCode.NOT_FOUND:
             raise
@@ -259,14 +254,21 @@ async def _revoke(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     )
-    try:
-        result: ApplicationStatus = await client.execute_update_with_start_workflow(
+    return await _answer(
+        client.execute_update_with_start_workflow(
             "revoke",
             payload,
             start_workflow_operation=operation,
             id=event_id,
             result_type=ApplicationStatus,
         )
+    )
+
+
+async def _answer(update: Awaitable[Any]) -> ApplicationStatus:
+    """The update's result; the workflow's refusal raised as its ``DomainError``."""
+    try:
+        result: ApplicationStatus = await update
         return result
     except WorkflowUpdateFailedError as error:
         refused = refusal_from(error)
