@@ -312,6 +312,7 @@ async def test_counts_are_exact_and_a_failing_database_keeps_the_last_values(
             subscription_id=sub,
             event_id=event,
             event_type="cn.zhiping.application.create",
+            cycle_id="c-2026",
             application_id="A1",
             seq=1,
             status=status,
