@@ -168,10 +168,11 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
             assert status.state is State.awaiting_meeting
 
         await asyncio.wait_for(asyncio.gather(*(submit(n) for n in numbers)), timeout=60)
-        # Kill the first worker while both wait for the answers to POSTs that arrived.
+        # Kill the first worker while both wait for the answers to POSTs that arrived (as
+        # many held as in flight; a POST given up after its HTTP timeout stays counted).
         for _ in range(300):
             in_flight = await deliveries_in_flight(client, workflow_ids)
-            if set(in_flight) >= pids and in_flight.total() == receiver.holding:
+            if set(in_flight) >= pids and receiver.holding >= in_flight.total():
                 break
             await asyncio.sleep(0.1)
         else:
