@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -46,6 +46,8 @@ from models.meeting_commands import (
 )
 from models.policy import CyclePolicy, load_policy
 from zhiping.service import refusal_from
+
+V = TypeVar("V", bound=BaseModel)
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME = re.compile(NAME)
@@ -340,6 +342,18 @@ def load_cycle_policy(cycle_id: str) -> CyclePolicy:
     raise DomainError("CYCLE_NOT_FOUND", f"未找到评审周期 {cycle_id} 的政策文件", cycle_id=cycle_id)
 
 
+async def _view_once(
+    fetch: Callable[[], Awaitable[V]], done: Callable[[V], bool], wait: float
+) -> V:
+    """The view once ``done`` holds for it, or as it is after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        view = await fetch()
+        if done(view) or time.monotonic() >= deadline:
+            return view
+        await asyncio.sleep(0.05)
+
+
 # -- evaluation meetings ---------------------------------------------------------------------
 
 
@@ -373,13 +387,11 @@ async def open_meeting(
         opening.meeting_id,
         MeetingRun(meeting=meeting),
     )
-    cycle_id, meeting_id = policy.cycle_id, opening.meeting_id
-    deadline = time.monotonic() + wait
-    while True:
-        view = await meeting_view(client, cycle_id, meeting_id)
-        if view.enrolled or time.monotonic() >= deadline:
-            return view
-        await asyncio.sleep(0.05)
+    return await _view_once(
+        lambda: meeting_view(client, policy.cycle_id, opening.meeting_id),
+        lambda view: view.enrolled,
+        wait,
+    )
 
 
 async def meeting_view(client: Client, cycle_id: str, meeting_id: str) -> MeetingView:
@@ -453,12 +465,11 @@ async def open_defense_session(
         opened_by=opened_by,
     )
     await _start(DEFENSE, client, task_queue, cycle_id, opening.session_id, session)
-    deadline = time.monotonic() + wait
-    while True:
-        view = await defense_session_view(client, cycle_id, opening.session_id)
-        if view.ready or time.monotonic() >= deadline:
-            return view
-        await asyncio.sleep(0.05)
+    return await _view_once(
+        lambda: defense_session_view(client, cycle_id, opening.session_id),
+        lambda view: view.ready,
+        wait,
+    )
 
 
 async def defense_session_view(
