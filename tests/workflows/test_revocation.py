@@ -150,3 +150,31 @@ async def test_of_two_revocations_at_once_the_later_finds_it_done(
             )
         ).all()
     assert len(bans) == 1 and sorted(seqs) == [e.seq for e in first.history]
+
+
+async def test_a_plain_disqualify_waits_until_a_continuing_run_has_its_record(
+    harness: Harness,
+) -> None:
+    """Sent with the start of a continuing run, before it has read the newest record,
+    ``disqualify`` is refused as busy (``revoke`` is the update that waits for it)."""
+    client = harness.env.client
+    await harness.anchor(at(2024, 8, 26, 9, 0, 0))
+    handle = await harness.start()
+    await handle.execute_update(ApplicationWorkflow.withdraw, Withdrawal(reason="个人原因"))
+    await handle.result()
+    start = WithStartWorkflowOperation(
+        ApplicationWorkflow.run,
+        await handle.query(ApplicationWorkflow.continuation),
+        id=handle.id,
+        task_queue=harness.worker.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await client.execute_update_with_start_workflow(
+            ApplicationWorkflow.disqualify,
+            Disqualification(reason="伪造"),
+            start_workflow_operation=start,
+        )
+    assert getattr(refused.value.cause, "type", None) == "APPLICATION_BUSY"
+    # That run changes nothing and ends with the record it continued.
+    assert (await (await start.workflow_handle()).result()).state is State.withdrawn
